@@ -1,0 +1,228 @@
+"""MASPO: Mass-Adaptive Soft Policy Optimization (arXiv 2602.17550), in plain torch.
+
+MASPO replaces the hard PPO clip of GRPO-style RLVR with three pieces. Per response token,
+with q = pi_old(token) (no gradient), rho = pi_theta / pi_old (with gradient), r = sg(rho)
+and A the GRPO advantage (no gradient):
+
+1. Soft Gaussian gate, only in the two aggressive quadrants:
+       g = exp(-(r - 1)^2 / (2 sigma^2))   if A > 0 and r > 1   (sigma = sigma_pos)
+                                           or A < 0 and r < 1   (sigma = sigma_neg)
+       g = 1                               otherwise (conservative moves are never damped)
+2. Mass-adaptive limiter:  m = clamp(sigma_base / q^alpha, sigma_base, sigma_high)
+3. Asymmetric risk controller:
+       sigma_pos = m * clamp(1 + beta_pos * A,       adv_low, adv_high)   (A > 0)
+       sigma_neg = m * clamp(1 / (1 - beta_neg * A), adv_low, adv_high)   (A < 0)
+
+Per-token loss:  l = -A * sg(g) * rho,  so  grad l = -A * g * rho * grad log pi.
+No min(), no clip, no dual clip. The gate is detached on purpose: differentiating through it
+is a different algorithm whose gradient changes sign for large rho.
+
+This module imports torch only (no verl), so the formulas can be read, tested and reused
+on their own; `maspo_verl.losses` wires them into verl.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import NamedTuple, Optional
+
+import torch
+
+# Log-ratios are clamped like verl's own losses do, so that exp() cannot overflow float32.
+LOG_RATIO_LIMIT = 20.0
+# The clip width a plain PPO/GRPO run would use; only for the comparison metric.
+PPO_CLIP_FOR_METRICS = 0.2
+
+
+@dataclass
+class MASPOParams:
+    """The seven MASPO hyperparameters, with the authors' defaults.
+
+    Validated on construction: a bad value raises ValueError naming the key, the value and
+    the allowed range. `_key_prefix` lets a subclass name the key as the user wrote it
+    (for example ``actor_rollout_ref.actor.policy_loss.sigma_base``).
+    """
+
+    sigma_base: float = 1.0
+    alpha: float = 0.3
+    beta_pos: float = 0.03
+    beta_neg: float = 0.03
+    sigma_high: float = 10.0
+    adv_low: float = 0.1
+    adv_high: float = 10.0
+
+    _key_prefix = ""
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError on the first setting outside its allowed range."""
+        for f in fields(MASPOParams):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                self._refuse(f.name, value, "a finite number")
+        self._require(self.sigma_base > 0, "sigma_base", "> 0")
+        self._require(self.alpha >= 0, "alpha", ">= 0 (0 turns the mass-adaptive limiter off)")
+        self._require(self.beta_pos >= 0, "beta_pos", ">= 0 (0 turns the risk controller off)")
+        self._require(self.beta_neg >= 0, "beta_neg", ">= 0 (0 turns the risk controller off)")
+        self._require(
+            self.sigma_high >= self.sigma_base, "sigma_high", f">= sigma_base (sigma_base = {self.sigma_base})"
+        )
+        self._require(0 < self.adv_low <= 1, "adv_low", "in (0, 1]")
+        self._require(self.adv_high >= 1, "adv_high", ">= 1")
+
+    def _require(self, ok: bool, name: str, allowed: str) -> None:
+        if not ok:
+            self._refuse(name, getattr(self, name), allowed)
+
+    def _refuse(self, name, value, allowed: str):
+        raise ValueError(f"MASPO setting {self._key_prefix}{name}={value!r} is not allowed: it must be {allowed}.")
+
+    @classmethod
+    def from_config(cls, config) -> "MASPOParams":
+        """Read the seven values from any object or mapping that has them; defaults for the rest."""
+        values = {}
+        for f in fields(cls):
+            value = config.get(f.name) if hasattr(config, "get") else getattr(config, f.name, None)
+            if value is not None:
+                values[f.name] = value
+        return cls(**values)
+
+
+class MASPOTerms(NamedTuple):
+    """Per-token intermediates of one MASPO loss evaluation, all (batch, response_len)."""
+
+    loss_mat: torch.Tensor  # -A * sg(g) * rho (* rollout IS weight), 0 at masked positions
+    log_ratio: torch.Tensor  # clamped log(pi_theta / pi_old), with gradient
+    ratio: torch.Tensor  # rho, with gradient
+    gate: torch.Tensor  # g in (0, 1], detached
+    gate_pos: torch.Tensor  # bool: A > 0 and r > 1
+    gate_neg: torch.Tensor  # bool: A < 0 and r < 1
+    sigma_pos: torch.Tensor  # trust-region width for A > 0 (meaningful where A > 0)
+    sigma_neg: torch.Tensor  # trust-region width for A < 0 (meaningful where A < 0)
+
+
+def mass_adaptive_sigma(old_log_prob: torch.Tensor, params: MASPOParams) -> torch.Tensor:
+    """m = clamp(sigma_base / q^alpha, sigma_base, sigma_high), computed in log space.
+
+    sigma_base / q^alpha = exp(log sigma_base - alpha * log q): no division by a tiny q.
+    """
+    log_m = math.log(params.sigma_base) - params.alpha * old_log_prob
+    return torch.exp(log_m.clamp(math.log(params.sigma_base), math.log(params.sigma_high)))
+
+
+def risk_factors(advantages: torch.Tensor, params: MASPOParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pos, neg) risk factors: clamp(1 + beta_pos A) for A > 0, clamp(1 / (1 - beta_neg A)) for A < 0.
+
+    Each branch only sees advantages of its own sign (the other side is set to 0, which gives
+    a factor of 1), so 1 - beta_neg * A >= 1 and the division is always safe.
+    """
+    adv_pos = advantages.clamp(min=0)
+    adv_neg = advantages.clamp(max=0)
+    pos = (1 + params.beta_pos * adv_pos).clamp(params.adv_low, params.adv_high)
+    neg = (1 / (1 - params.beta_neg * adv_neg)).clamp(params.adv_low, params.adv_high)
+    return pos, neg
+
+
+def trust_region_sigmas(
+    old_log_prob: torch.Tensor, advantages: torch.Tensor, params: MASPOParams
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sigma_pos, sigma_neg): the mass-adaptive width times each side's risk factor."""
+    mass = mass_adaptive_sigma(old_log_prob, params)
+    risk_pos, risk_neg = risk_factors(advantages, params)
+    return mass * risk_pos, mass * risk_neg
+
+
+def soft_gate(
+    ratio: torch.Tensor, advantages: torch.Tensor, sigma_pos: torch.Tensor, sigma_neg: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unilateral Gaussian gate on the detached ratio; returns (gate, gate_pos, gate_neg).
+
+    The gate is floored at the dtype's smallest normal number: exp() underflows to 0 for
+    ratios far outside the region, and MASPO promises a damped, never a zero, gradient.
+    """
+    r = ratio.detach()
+    gate_pos = (advantages > 0) & (r > 1)
+    gate_neg = (advantages < 0) & (r < 1)
+    sigma = torch.where(gate_pos, sigma_pos, sigma_neg)
+    gaussian = torch.exp(-((r - 1) ** 2) / (2 * sigma**2)).clamp_min(torch.finfo(r.dtype).tiny)
+    gate = torch.where(gate_pos | gate_neg, gaussian, torch.ones_like(r))
+    return gate, gate_pos, gate_neg
+
+
+def maspo_token_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    params: MASPOParams,
+    rollout_is_weights: Optional[torch.Tensor] = None,
+) -> MASPOTerms:
+    """MASPO's per-token loss -A * sg(g) * rho and its intermediates, in float32.
+
+    Inputs are (batch, response_len). Padded positions (response_mask False) may hold
+    anything, -inf and NaN included: they are replaced by zeros before any arithmetic, so
+    they reach neither the loss nor the gradient. A non-finite value at a valid position is
+    bad data and raises ValueError rather than turning into a NaN loss.
+    """
+    mask = response_mask.bool()
+    _check_finite_where_valid(mask, log_prob=log_prob, old_log_prob=old_log_prob, advantages=advantages)
+    # Upcast: half precision overflows exp(log_ratio) at ~11 and underflows the gate early.
+    zero = torch.zeros((), dtype=torch.float32, device=log_prob.device)
+    log_prob = torch.where(mask, log_prob.float(), zero)
+    old_log_prob = torch.where(mask, old_log_prob.detach().float(), zero)
+    advantages = torch.where(mask, advantages.detach().float(), zero)
+
+    log_ratio = (log_prob - old_log_prob).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    ratio = torch.exp(log_ratio)
+    sigma_pos, sigma_neg = trust_region_sigmas(old_log_prob, advantages, params)
+    gate, gate_pos, gate_neg = soft_gate(ratio, advantages, sigma_pos, sigma_neg)
+
+    loss_mat = -advantages * gate * ratio
+    if rollout_is_weights is not None:
+        loss_mat = loss_mat * torch.where(mask, rollout_is_weights.detach().float(), zero)
+    return MASPOTerms(loss_mat, log_ratio, ratio, gate, gate_pos, gate_neg, sigma_pos, sigma_neg)
+
+
+def maspo_diagnostics(terms: MASPOTerms, advantages: torch.Tensor, response_mask: torch.Tensor) -> dict:
+    """Per-batch gate and trust-region statistics over valid tokens, as 0-d tensors.
+
+    gate_mean is over gated tokens only (1.0 when none is gated: nothing was damped);
+    clip_frac_ppo is the share of tokens a PPO clip at 0.2 would have zeroed, comparable
+    with GRPO's actor/pg_clipfrac.
+    """
+    mask = response_mask.bool()
+    r = terms.ratio.detach()
+    gated = (terms.gate_pos | terms.gate_neg) & mask
+    would_clip = ((advantages > 0) & (r > 1 + PPO_CLIP_FOR_METRICS)) | (
+        (advantages < 0) & (r < 1 - PPO_CLIP_FOR_METRICS)
+    )
+    one = torch.ones((), device=r.device)
+    return {
+        "gate_mean": masked_mean(terms.gate, gated, empty=one),
+        "gated_frac_pos": masked_mean(terms.gate_pos.float(), mask),
+        "gated_frac_neg": masked_mean(terms.gate_neg.float(), mask),
+        "gate_below_half_frac": masked_mean((terms.gate < 0.5).float(), mask),
+        "sigma_pos_mean": masked_mean(terms.sigma_pos, mask & (advantages > 0)),
+        "sigma_neg_mean": masked_mean(terms.sigma_neg, mask & (advantages < 0)),
+        "clip_frac_ppo": masked_mean(would_clip.float(), mask),
+    }
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, empty: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean of `values` where `mask` holds; `empty` (default 0) when it holds nowhere."""
+    count = mask.sum()
+    total = torch.where(mask, values.detach().float(), 0.0).sum()
+    fallback = torch.zeros((), device=values.device) if empty is None else empty
+    return torch.where(count > 0, total / count.clamp_min(1), fallback)
+
+
+def _check_finite_where_valid(mask: torch.Tensor, **tensors: torch.Tensor) -> None:
+    for name, tensor in tensors.items():
+        if tensor.shape != mask.shape:
+            raise ValueError(f"MASPO loss: {name} has shape {tuple(tensor.shape)}, response_mask {tuple(mask.shape)}")
+        if not bool(torch.isfinite(tensor.detach()).logical_or(~mask).all()):
+            bad = int((~torch.isfinite(tensor.detach()) & mask).sum())
+            raise ValueError(f"MASPO loss: {name} has {bad} non-finite value(s) at valid (unmasked) positions")

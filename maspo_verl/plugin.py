@@ -1,0 +1,73 @@
+"""Registration of maspo-verl's extensions with verl: idempotent, polite and loud.
+
+- Idempotent: registering twice (entry point, VERL_USE_EXTERNAL_MODULES, external_lib, an
+  explicit call) is harmless.
+- Polite: a name that verl (or another plugin) already owns is never replaced; we warn and
+  leave theirs in place.
+- Loud: verl imports plugins inside a try/except that logs at DEBUG, so a failure here would
+  surface much later as "Unsupported loss mode: maspo". We print the traceback to stderr
+  before re-raising.
+"""
+
+import sys
+import traceback
+import warnings
+
+_registered = False
+
+
+def _same_function(a, b) -> bool:
+    """True when a and b are the same function, even if our module was imported twice."""
+    return a is b or (
+        getattr(a, "__module__", None) == getattr(b, "__module__", None)
+        and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None)
+    )
+
+
+def register_policy_losses() -> list[str]:
+    """Add our policy losses to verl's registry; returns the names now served by us."""
+    from verl.trainer.ppo import core_algos
+
+    from .losses import POLICY_LOSSES
+
+    ours = []
+    for name, fn in POLICY_LOSSES.items():
+        existing = core_algos.POLICY_LOSS_REGISTRY.get(name)
+        if existing is not None and not _same_function(existing, fn):
+            warnings.warn(
+                f"maspo-verl: verl already has a policy loss named '{name}' "
+                f"({existing.__module__}.{existing.__qualname__}); keeping it and not registering ours.",
+                stacklevel=2,
+            )
+            continue
+        core_algos.register_policy_loss(name)(fn)
+        ours.append(name)
+    return ours
+
+
+def register_hydra_search_path() -> None:
+    """Make `+algorithm=<preset>` work in stock verl Hydra apps.
+
+    Hydra finds `hydra_plugins/maspo_verl` by scanning a namespace package, which an
+    editable install (setuptools' import finder) hides; registering the same class here, in
+    every process that imports verl, works for both kinds of install.
+    """
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.maspo_verl.searchpath import MaspoVerlSearchPathPlugin
+
+    Plugins.instance().register(MaspoVerlSearchPathPlugin)
+
+
+def register() -> None:
+    """Register everything once per process; print the traceback and re-raise on failure."""
+    global _registered
+    if _registered:
+        return
+    try:
+        register_policy_losses()
+        register_hydra_search_path()
+    except Exception:
+        sys.stderr.write("maspo-verl: registration with verl FAILED; MASPO will not be available:\n")
+        sys.stderr.write(traceback.format_exc())
+        raise
+    _registered = True

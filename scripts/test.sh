@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command (README, CI): set up the environment on a fresh machine, then run pytest.
+# GPU-only tests are skipped without CUDA. Extra arguments go to pytest.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$root/scripts/setup_env.sh"
+cd "$root"
+python -m pytest -q "$@"
