@@ -179,8 +179,8 @@ def flat_model_output(data, log_prob):
     pieces = []
     for i in range(len(seq_lens)):
         start = offsets[i] - seq_lens[i]
-        prompt_part = torch.zeros(int(seq_lens[i] - resp_lens[i] - 1))
-        pieces += [prompt_part, log_prob[i, : resp_lens[i]], torch.zeros(1)]
+        prompt_part = log_prob.new_zeros(int(seq_lens[i] - resp_lens[i] - 1))
+        pieces += [prompt_part, log_prob[i, : resp_lens[i]], log_prob.new_zeros(1)]
         assert start + len(prompt_part) + resp_lens[i] + 1 == offsets[i]
     return {"log_probs": torch.cat(pieces)}
 
