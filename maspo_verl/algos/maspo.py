@@ -24,6 +24,7 @@ on their own; `maspo_verl.losses` wires them into verl.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, fields
 from typing import NamedTuple, Optional
 
@@ -59,26 +60,23 @@ class MASPOParams:
 
     def check(self) -> None:
         """Raise ValueError on the first setting outside its allowed range."""
-        for f in fields(MASPOParams):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                self._refuse(f.name, value, "a finite number")
-        self._require(self.sigma_base > 0, "sigma_base", "> 0")
-        self._require(self.alpha >= 0, "alpha", ">= 0 (0 turns the mass-adaptive limiter off)")
-        self._require(self.beta_pos >= 0, "beta_pos", ">= 0 (0 turns the risk controller off)")
-        self._require(self.beta_neg >= 0, "beta_neg", ">= 0 (0 turns the risk controller off)")
-        self._require(
-            self.sigma_high >= self.sigma_base, "sigma_high", f">= sigma_base (sigma_base = {self.sigma_base})"
-        )
-        self._require(0 < self.adv_low <= 1, "adv_low", "in (0, 1]")
-        self._require(self.adv_high >= 1, "adv_high", ">= 1")
-
-    def _require(self, ok: bool, name: str, allowed: str) -> None:
-        if not ok:
-            self._refuse(name, getattr(self, name), allowed)
-
-    def _refuse(self, name, value, allowed: str):
-        raise ValueError(f"MASPO setting {self._key_prefix}{name}={value!r} is not allowed: it must be {allowed}.")
+        rules = [
+            ("sigma_base", lambda v: v > 0, "> 0"),
+            ("alpha", lambda v: v >= 0, ">= 0 (0 turns the mass-adaptive limiter off)"),
+            ("beta_pos", lambda v: v >= 0, ">= 0 (0 turns the risk controller off)"),
+            ("beta_neg", lambda v: v >= 0, ">= 0 (0 turns the risk controller off)"),
+            ("sigma_high", lambda v: v >= self.sigma_base, f">= sigma_base (sigma_base = {self.sigma_base})"),
+            ("adv_low", lambda v: 0 < v <= 1, "in (0, 1]"),
+            ("adv_high", lambda v: v >= 1, ">= 1"),
+        ]
+        for name, allowed, description in rules:
+            value = getattr(self, name)
+            is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            if not (is_number and math.isfinite(value) and allowed(value)):
+                raise ValueError(
+                    f"MASPO setting {self._key_prefix}{name}={value!r} is not allowed: "
+                    f"it must be a finite number {description}."
+                )
 
     @classmethod
     def from_config(cls, config) -> "MASPOParams":
@@ -136,19 +134,20 @@ def trust_region_sigmas(
 
 
 def soft_gate(
-    ratio: torch.Tensor, advantages: torch.Tensor, sigma_pos: torch.Tensor, sigma_neg: torch.Tensor
+    log_ratio: torch.Tensor, advantages: torch.Tensor, sigma_pos: torch.Tensor, sigma_neg: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unilateral Gaussian gate on the detached ratio; returns (gate, gate_pos, gate_neg).
 
-    The gate is floored at the dtype's smallest normal number: exp() underflows to 0 for
-    ratios far outside the region, and MASPO promises a damped, never a zero, gradient.
+    Takes log(r) so that r - 1 = expm1(log r) keeps its precision next to r = 1. The gate is
+    floored at the dtype's smallest normal number: exp() underflows to 0 for ratios far
+    outside the region, and MASPO promises a damped, never a zero, gradient.
     """
-    r = ratio.detach()
-    gate_pos = (advantages > 0) & (r > 1)
-    gate_neg = (advantages < 0) & (r < 1)
+    log_r = log_ratio.detach()
+    gate_pos = (advantages > 0) & (log_r > 0)
+    gate_neg = (advantages < 0) & (log_r < 0)
     sigma = torch.where(gate_pos, sigma_pos, sigma_neg)
-    gaussian = torch.exp(-((r - 1) ** 2) / (2 * sigma**2)).clamp_min(torch.finfo(r.dtype).tiny)
-    gate = torch.where(gate_pos | gate_neg, gaussian, torch.ones_like(r))
+    gaussian = torch.exp(-torch.expm1(log_r) ** 2 / (2 * sigma**2)).clamp_min(torch.finfo(log_r.dtype).tiny)
+    gate = torch.where(gate_pos | gate_neg, gaussian, torch.ones_like(log_r))
     return gate, gate_pos, gate_neg
 
 
@@ -168,7 +167,10 @@ def maspo_token_loss(
     bad data and raises ValueError rather than turning into a NaN loss.
     """
     mask = response_mask.bool()
-    _check_finite_where_valid(mask, log_prob=log_prob, old_log_prob=old_log_prob, advantages=advantages)
+    inputs = dict(log_prob=log_prob, old_log_prob=old_log_prob, advantages=advantages)
+    if rollout_is_weights is not None:
+        inputs["rollout_is_weights"] = rollout_is_weights
+    _check_finite_where_valid(mask, **inputs)
     # Upcast: half precision overflows exp(log_ratio) at ~11 and underflows the gate early.
     zero = torch.zeros((), dtype=torch.float32, device=log_prob.device)
     log_prob = torch.where(mask, log_prob.float(), zero)
@@ -178,7 +180,7 @@ def maspo_token_loss(
     log_ratio = (log_prob - old_log_prob).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
     ratio = torch.exp(log_ratio)
     sigma_pos, sigma_neg = trust_region_sigmas(old_log_prob, advantages, params)
-    gate, gate_pos, gate_neg = soft_gate(ratio, advantages, sigma_pos, sigma_neg)
+    gate, gate_pos, gate_neg = soft_gate(log_ratio, advantages, sigma_pos, sigma_neg)
 
     loss_mat = -advantages * gate * ratio
     if rollout_is_weights is not None:
