@@ -197,26 +197,30 @@ def maspo_diagnostics(terms: MASPOTerms, advantages: torch.Tensor, response_mask
     """
     mask = response_mask.bool()
     r = terms.ratio.detach()
+    pos = (advantages > 0) & mask
+    neg = (advantages < 0) & mask
     gated = (terms.gate_pos | terms.gate_neg) & mask
-    would_clip = ((advantages > 0) & (r > 1 + PPO_CLIP_FOR_METRICS)) | (
-        (advantages < 0) & (r < 1 - PPO_CLIP_FOR_METRICS)
-    )
-    one = torch.ones((), device=r.device)
+    would_clip = (pos & (r > 1 + PPO_CLIP_FOR_METRICS)) | (neg & (r < 1 - PPO_CLIP_FOR_METRICS))
+    n_valid = mask.sum().clamp_min(1)
+
+    def share(flags):  # boolean sums: no float copies of 1M-token masks
+        return flags.sum() / n_valid
+
     return {
-        "gate_mean": masked_mean(terms.gate, gated, empty=one),
-        "gated_frac_pos": masked_mean(terms.gate_pos.float(), mask),
-        "gated_frac_neg": masked_mean(terms.gate_neg.float(), mask),
-        "gate_below_half_frac": masked_mean((terms.gate < 0.5).float(), mask),
-        "sigma_pos_mean": masked_mean(terms.sigma_pos, mask & (advantages > 0)),
-        "sigma_neg_mean": masked_mean(terms.sigma_neg, mask & (advantages < 0)),
-        "clip_frac_ppo": masked_mean(would_clip.float(), mask),
+        "gate_mean": masked_mean(terms.gate, gated, empty=torch.ones((), device=r.device)),
+        "gated_frac_pos": share(terms.gate_pos & mask),
+        "gated_frac_neg": share(terms.gate_neg & mask),
+        "gate_below_half_frac": share((terms.gate < 0.5) & mask),
+        "sigma_pos_mean": masked_mean(terms.sigma_pos, pos),
+        "sigma_neg_mean": masked_mean(terms.sigma_neg, neg),
+        "clip_frac_ppo": share(would_clip),
     }
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, empty: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean of `values` where `mask` holds; `empty` (default 0) when it holds nowhere."""
     count = mask.sum()
-    total = torch.where(mask, values.detach().float(), 0.0).sum()
+    total = torch.where(mask, values.detach(), 0.0).sum(dtype=torch.float32)
     fallback = torch.zeros((), device=values.device) if empty is None else empty
     return torch.where(count > 0, total / count.clamp_min(1), fallback)
 
