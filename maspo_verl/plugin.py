@@ -1,5 +1,9 @@
 """Registration of maspo-verl's extensions with verl: idempotent, polite and loud.
 
+What is registered: the policy losses (maspo_verl.losses), the `cpu` platform
+(maspo_verl.cpu_platform, used only with VERL_PLATFORM=cpu), the `hf` rollout
+(maspo_verl.rollout) and the Hydra search path to our presets (configs/).
+
 - Idempotent: registering twice (entry point, VERL_USE_EXTERNAL_MODULES, external_lib, an
   explicit call) is harmless.
 - Polite: a name that verl (or another plugin) already owns is never replaced; we warn and
@@ -63,8 +67,13 @@ def register() -> None:
     global _registered
     if _registered:
         return
+    from .cpu_platform import register_cpu_platform
+    from .rollout import register_hf_rollout
+
     try:
         register_policy_losses()
+        register_cpu_platform()
+        register_hf_rollout()
         register_hydra_search_path()
     except Exception:
         sys.stderr.write("maspo-verl: registration with verl FAILED; MASPO will not be available:\n")

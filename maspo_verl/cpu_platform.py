@@ -1,0 +1,320 @@
+"""A CPU platform for stock verl 0.9.x, so the real trainer can run without an accelerator.
+
+verl resolves its hardware backend once per process through
+``verl.plugin.platform.get_platform()``; 0.9.x ships ``nvidia``, ``huawei`` (npu) and ``amd``
+but no CPU backend, and falls back to ``nvidia`` (NCCL, ``torch.cuda``) on a CPU-only host.
+``register_cpu_platform()`` adds ``PlatformCPU`` to verl's ``PlatformRegistry`` under the
+name ``cpu``; it is selected with ``VERL_PLATFORM=cpu`` (never auto-detected, so it cannot
+shadow a real accelerator).
+
+What a full ``python -m verl.trainer.main_ppo`` run on CPU needs besides this class
+(see ``cpu_trainer_overrides()``):
+
+* Ray must advertise accelerator slots. verl's resource pools put ``{ray_resource_name(): 1}``
+  in every placement-group bundle and ``ResourcePoolManager`` refuses to start unless the
+  nodes report ``GPU`` (or ``NPU``) resources. The CPU platform therefore names Ray's *logical*
+  ``GPU`` resource, and the run declares as many as it wants CPU "devices" with
+  ``+ray_kwargs.ray_init.num_gpus=N`` (Ray does not check logical GPUs against hardware).
+* ``ray_kwargs.ray_init.num_cpus=16``: TransferQueue asks for ~9 logical CPUs (with its
+  default 8 storage units; ``num_data_storage_units=1`` makes start-up much faster).
+* The FSDP engines are registered for ``cuda``/``npu`` only; the platform sets
+  ``VERL_ENGINE_DEVICE=cuda`` (if unset) so the engine lookup finds them. The engine itself
+  then uses ``get_device_name()`` == ``cpu`` for its tensors and meshes.
+* ``actor.strategy=fsdp2`` (FSDP1 fails on CPU) and ``attn_implementation=sdpa``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import types
+from contextlib import contextmanager
+from typing import Any, Optional
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+PLATFORM_NAME = "cpu"
+
+
+class _CPUDeviceModule(types.ModuleType):
+    """Stand-in for ``torch.cuda`` that verl calls through ``get_torch_device()``.
+
+    ``torch.cpu`` lacks the memory and RNG helpers verl calls unconditionally
+    (``empty_cache``, ``mem_get_info``, ``memory_allocated``, ``get_rng_state``...), so we
+    answer those with harmless values and delegate everything else to ``torch.cpu``.
+    """
+
+    def __init__(self):
+        super().__init__("maspo_verl_cpu_device")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(torch.cpu, name)
+
+    # --- device -----------------------------------------------------------------
+    @staticmethod
+    def is_available() -> bool:
+        # "No separate accelerator": verl then skips device-memory logging and RNG-state
+        # bookkeeping, which have no meaning for host RAM.
+        return False
+
+    @staticmethod
+    def device_count() -> int:
+        return 1
+
+    @staticmethod
+    def current_device() -> str:
+        return "cpu"
+
+    @staticmethod
+    def set_device(device: Any) -> None:
+        return None
+
+    @staticmethod
+    def get_device_name(device: Any = None) -> str:
+        return "cpu"
+
+    @staticmethod
+    def synchronize(device: Any = None) -> None:
+        return None
+
+    # --- memory (host RAM is not a managed device pool) ---------------------------
+    @staticmethod
+    def empty_cache() -> None:
+        return None
+
+    @staticmethod
+    def ipc_collect() -> None:
+        return None
+
+    @staticmethod
+    def set_per_process_memory_fraction(fraction: float, device: Any = None) -> None:
+        return None
+
+    @staticmethod
+    def mem_get_info(device: Any = None) -> tuple[int, int]:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return vm.available, vm.total
+
+    @staticmethod
+    def memory_allocated(device: Any = None) -> int:
+        return 0
+
+    @staticmethod
+    def memory_reserved(device: Any = None) -> int:
+        return 0
+
+    @staticmethod
+    def max_memory_allocated(device: Any = None) -> int:
+        return 0
+
+    @staticmethod
+    def max_memory_reserved(device: Any = None) -> int:
+        return 0
+
+    @staticmethod
+    def reset_peak_memory_stats(device: Any = None) -> None:
+        return None
+
+    @staticmethod
+    def reset_accumulated_memory_stats(device: Any = None) -> None:
+        return None
+
+    # --- RNG: the CPU generator is torch's default generator ----------------------
+    @staticmethod
+    def get_rng_state(device: Any = None) -> torch.Tensor:
+        return torch.get_rng_state()
+
+    @staticmethod
+    def set_rng_state(state: torch.Tensor, device: Any = None) -> None:
+        torch.set_rng_state(state)
+
+    @staticmethod
+    def manual_seed(seed: int) -> None:
+        torch.manual_seed(seed)
+
+    @staticmethod
+    def manual_seed_all(seed: int) -> None:
+        torch.manual_seed(seed)
+
+
+_DEVICE_MODULE = _CPUDeviceModule()
+
+
+def _init_gloo_process_group_if_pending() -> None:
+    """Initialise the default process group with gloo when a verl worker is about to.
+
+    verl builds its backend string as ``f"cpu:gloo,{device_name}:{backend}"``, which for a CPU
+    device is ``"cpu:gloo,cpu:gloo"`` and torch rejects the duplicate device type. Its
+    initialisers (``verl.utils.distributed.initialize_global_process_group[_ray]``) evaluate
+    this method first and skip ``init_process_group`` when a group already exists, so we
+    create the equivalent gloo group here, from the same environment (RANK, WORLD_SIZE,
+    MASTER_ADDR/PORT, DIST_INIT_METHOD). Outside a configured worker this does nothing.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available() or dist.is_initialized():
+        return
+    if not all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
+        return
+    dist.init_process_group(
+        backend="gloo",
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        init_method=os.environ.get("DIST_INIT_METHOD") or None,
+    )
+
+
+def _platform_class():
+    """Build ``PlatformCPU`` lazily so importing this module never imports verl."""
+    from verl.plugin.platform import PlatformBase
+
+    class PlatformCPU(PlatformBase):
+        """verl platform for plain CPUs: gloo collectives, no profiler, logical Ray GPUs."""
+
+        def __init__(self):
+            # The FSDP engines are registered for cuda/npu only; the lookup honours this
+            # override, while tensors and meshes still follow device_name == "cpu".
+            os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
+
+        @property
+        def device_name(self) -> str:
+            return "cpu"
+
+        @property
+        def vendor_name(self) -> str:
+            return "cpu"
+
+        @property
+        def device_module(self) -> types.ModuleType:
+            return _DEVICE_MODULE
+
+        def is_available(self) -> bool:
+            return True
+
+        def is_platform_available(self, use_smi_check: bool = False) -> bool:
+            # Only ever chosen explicitly (VERL_PLATFORM=cpu): auto-detection must keep
+            # picking a real accelerator when there is one.
+            return False
+
+        def current_device(self) -> str:
+            # Not an index: verl passes this straight to ``tensor.to(...)`` and
+            # ``torch.device(...)``, where an int would mean ``cuda:<int>``.
+            return "cpu"
+
+        def device_count(self) -> int:
+            return 1
+
+        def set_device(self, device_index: int) -> None:
+            return None
+
+        def synchronize(self, device_index: Optional[int] = None) -> None:
+            return None
+
+        def manual_seed(self, seed: int) -> None:
+            torch.manual_seed(seed)
+
+        def manual_seed_all(self, seed: int) -> None:
+            torch.manual_seed(seed)
+
+        def set_allocator_settings(self, settings: str) -> None:
+            return None
+
+        def empty_cache(self) -> None:
+            return None
+
+        def get_device_capability(self, device_index: int = 0) -> tuple[Optional[int], Optional[int]]:
+            return None, None
+
+        def communication_backend_name(self) -> str:
+            _init_gloo_process_group_if_pending()
+            return "gloo"
+
+        def visible_devices_envvar(self) -> str:
+            # Ray sets this for actors holding (logical) GPUs; verl reads it back.
+            return "CUDA_VISIBLE_DEVICES"
+
+        @contextmanager
+        def nvtx_range(self, msg: str):
+            yield
+
+        def profiler_start(self) -> None:
+            return None
+
+        def profiler_stop(self) -> None:
+            return None
+
+        def ray_resource_name(self) -> str:
+            # verl's placement groups and resource check need an accelerator resource;
+            # on CPU these are logical slots declared with ray.init(num_gpus=N).
+            return "GPU"
+
+        def ray_resource_options(self, num_gpus: float) -> dict[str, Any]:
+            return {"num_gpus": num_gpus}
+
+        def ray_noset_envvars(self) -> list[str]:
+            return []
+
+        def is_ipc_supported(self) -> bool:
+            return False
+
+        def cudart(self) -> Any:
+            return None
+
+    return PlatformCPU
+
+
+def register_cpu_platform():
+    """Register ``PlatformCPU`` in verl's platform registry as ``cpu``; return the class.
+
+    Idempotent. Never replaces a ``cpu`` platform that verl (or someone else) registered
+    first: that one is kept and returned. Raises if verl's registry cannot be reached,
+    because a silent failure would only surface later as an NCCL error.
+    """
+    try:
+        from verl.plugin.platform import PlatformRegistry
+    except Exception as exc:  # pragma: no cover - depends on the installed verl
+        raise RuntimeError(f"maspo_verl: cannot import verl's PlatformRegistry: {exc!r}") from exc
+
+    existing = PlatformRegistry.get(PLATFORM_NAME)
+    if existing is not None:
+        if getattr(existing, "_maspo_verl", False) or existing.__module__.startswith("verl."):
+            return existing
+        logger.warning("maspo_verl: platform %r already registered by %s; keeping it", PLATFORM_NAME, existing)
+        return existing
+    cls = _platform_class()
+    cls._maspo_verl = True
+    PlatformRegistry.register(platform=PLATFORM_NAME)(cls)
+    if PlatformRegistry.get(PLATFORM_NAME) is not cls:
+        raise RuntimeError("maspo_verl: registering the cpu platform in verl failed")
+    return cls
+
+
+def cpu_trainer_overrides(num_devices: int = 1) -> list[str]:
+    """Hydra overrides that make ``verl.trainer.main_ppo`` schedule on a CPU-only Ray node.
+
+    Pair them with the environment from ``cpu_trainer_env()``.
+    """
+    return [
+        "trainer.device=cpu",
+        f"trainer.n_gpus_per_node={num_devices}",
+        "trainer.nnodes=1",
+        # TransferQueue's storage units and verl's actors each take a logical CPU; 4 hangs.
+        "ray_kwargs.ray_init.num_cpus=16",
+        f"+ray_kwargs.ray_init.num_gpus={num_devices}",
+        # One storage process instead of 8: the trainer starts ~20 s sooner on 2 cores.
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        "actor_rollout_ref.ref.strategy=fsdp2",
+        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+    ]
+
+
+def cpu_trainer_env() -> dict[str, str]:
+    """Environment variables for a CPU run (inherited by the local Ray cluster's workers)."""
+    return {"VERL_PLATFORM": PLATFORM_NAME, "VERL_ENGINE_DEVICE": "cuda"}

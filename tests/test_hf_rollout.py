@@ -1,0 +1,173 @@
+"""The ``hf`` rollout backend: registration, the server's generate/weight-sync contract, and
+(``-m e2e``) stock ``python -m verl.trainer.main_ppo`` end to end on CPU."""
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from verl.plugin.platform import platform_manager as pm
+from verl.workers.rollout import base as rollout_base
+from verl.workers.rollout.replica import TokenOutput, get_rollout_replica_class
+
+from maspo_verl.cpu_platform import register_cpu_platform
+from maspo_verl.rollout import register_hf_rollout
+from maspo_verl.rollout.hf_server import HFRolloutServer, resolve_gen_params
+
+# ---------------------------------------------------------------- registration
+
+
+def test_register_hf_rollout_is_idempotent_and_resolvable():
+    assert register_hf_rollout() == "hf" and register_hf_rollout() == "hf"
+    from maspo_verl.rollout.hf_adapter import HFServerAdapter
+    from maspo_verl.rollout.hf_replica import HFReplica
+
+    assert rollout_base.get_rollout_class("hf", "async") is HFServerAdapter
+    assert get_rollout_replica_class("hf") is HFReplica
+
+
+def test_register_hf_rollout_never_replaces_a_foreign_hf(monkeypatch):
+    monkeypatch.setitem(rollout_base._ROLLOUT_REGISTRY, ("hf", "async"), "someone.else.Adapter")
+    with pytest.warns(UserWarning, match="already has a rollout named 'hf'"):
+        assert register_hf_rollout() is None
+    assert rollout_base._ROLLOUT_REGISTRY[("hf", "async")] == "someone.else.Adapter"
+
+
+# ---------------------------------------------------------------- sampling params
+
+
+class _Cfg:
+    prompt_length, response_length, repetition_penalty, ignore_eos = 16, 8, 1.0, False
+
+
+def test_sampling_params_follow_the_vllm_server():
+    p = resolve_gen_params({"temperature": 0.0, "top_p": 1.0, "top_k": -1}, prompt_len=10, config=_Cfg)
+    assert (p.max_new_tokens, p.do_sample, p.top_k) == (8, False, 0)
+    p = resolve_gen_params({"temperature": 0.7, "top_k": 5, "max_tokens": 3, "logprobs": True}, 10, _Cfg)
+    assert (p.max_new_tokens, p.do_sample, p.temperature, p.top_k, p.logprobs) == (3, True, 0.7, 5, True)
+    # response budget: prompt_length + response_length - len(prompt), at least 1
+    assert resolve_gen_params({}, prompt_len=20, config=_Cfg).max_new_tokens == 4
+    assert resolve_gen_params({}, prompt_len=40, config=_Cfg).max_new_tokens == 1
+
+
+# ---------------------------------------------------------------- the server, in-process on CPU
+
+
+@pytest.fixture
+def server(tiny_assets, monkeypatch):
+    """An ``HFRolloutServer`` (not a Ray actor) on verl's cpu platform."""
+    from verl.workers.config import HFModelConfig, RolloutConfig
+
+    monkeypatch.setattr(pm, "_current_platform", register_cpu_platform()())
+    config = RolloutConfig(
+        name="hf", prompt_length=16, response_length=8, tensor_model_parallel_size=1,
+        dtype="float32", load_format="auto",
+    )  # fmt: skip
+    srv = HFRolloutServer(config, HFModelConfig(path=str(tiny_assets)), None, [], 0, 0, 1, 1, "")
+    asyncio.run(srv.launch_server())
+    return srv
+
+
+def _prompt(server, text="3+4="):
+    tok = server.model_config.tokenizer
+    return tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)[
+        "input_ids"
+    ]
+
+
+def _generate(server, prompts, **params):
+    async def run():
+        return await asyncio.gather(*[server.generate(p, dict(params), request_id=str(i)) for i, p in enumerate(prompts)])
+
+    return asyncio.run(run())
+
+
+def test_generate_returns_token_output_with_logprobs(server):
+    prompts = [_prompt(server, f"{a}+{a}=") for a in range(6)]
+    outs = _generate(server, prompts, temperature=1.0, top_p=1.0, top_k=-1, logprobs=True)
+    for out in outs:
+        assert isinstance(out, TokenOutput) and 1 <= len(out.token_ids) <= 8
+        assert len(out.log_probs) == len(out.token_ids) and all(lp <= 0 for lp in out.log_probs)
+
+
+def test_logprobs_are_the_models_own(server):
+    """At temperature 1 with no top-k/top-p, the returned log-probs are the model's."""
+    prompt = _prompt(server)
+    (out,) = _generate(server, [prompt], temperature=1.0, top_p=1.0, top_k=-1, logprobs=True)
+    ids = torch.tensor([prompt + out.token_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(server.model(ids).logits[0, len(prompt) - 1 : -1].float(), dim=-1)
+    expected = logp.gather(-1, torch.tensor(out.token_ids)[:, None]).squeeze(-1)
+    assert torch.allclose(torch.tensor(out.log_probs), expected, atol=1e-4)
+
+
+def test_greedy_is_deterministic_and_honours_max_tokens(server):
+    prompt = _prompt(server)
+    a, b = _generate(server, [prompt, prompt], temperature=0.0, top_p=1.0, top_k=-1)
+    assert a.token_ids == b.token_ids and a.log_probs is None
+    (short,) = _generate(server, [prompt], temperature=0.0, max_tokens=3)
+    assert short.token_ids == a.token_ids[:3]
+
+
+def test_eos_ends_a_response_and_is_kept(server):
+    eos = server._eos_ids[0]
+    assert server._trim(torch.tensor([5, eos, 7, 7]), None) == ([5, eos], None)
+
+
+def test_update_weights_loads_the_actors_tensors_including_tied_names(server):
+    emb = server.model.get_input_embeddings().weight
+    new = torch.randn_like(emb)
+    loaded = asyncio.run(server.update_weights([("lm_head.weight", new)], global_steps=3))
+    assert loaded == 1 and torch.equal(emb, new) and server.global_steps == 3
+    (out,) = _generate(server, [_prompt(server)], temperature=0.0)
+    assert out.extra_fields["global_steps"] == 3
+
+
+def test_abort_holds_requests_until_resume(server):
+    async def run():
+        await server.abort_all_requests()
+        task = asyncio.ensure_future(server.generate(_prompt(server), {"temperature": 0.0}, request_id="x"))
+        await asyncio.sleep(0.05)
+        held = not task.done()
+        await server.resume_generation()
+        return held, await task
+
+    held, out = asyncio.run(run())
+    assert held and out.token_ids
+
+
+# ---------------------------------------------------------------- end to end (slow)
+
+
+def _run_trainer(assets: Path, out: Path, *extra: str, steps: int = 2, timeout: int = 900):
+    from maspo_verl.rollout.cpu_e2e import e2e_command
+
+    out.mkdir(parents=True, exist_ok=True)
+    argv, env = e2e_command(assets, out, *extra, steps=steps)
+    result = subprocess.run(argv, env=env, cwd=out, capture_output=True, text=True, timeout=timeout)
+    log = result.stdout + result.stderr
+    (out / "trainer.log").write_text(log)
+    assert result.returncode == 0, log[-6000:]
+    return log
+
+
+@pytest.mark.e2e
+def test_main_ppo_runs_on_cpu_with_the_hf_rollout(tiny_assets, tmp_path):
+    """2 GRPO steps of stock main_ppo on CPU: rollout, reward, update, weight sync, validation, checkpoint."""
+    log = _run_trainer(tiny_assets, tmp_path / "run")
+    assert "step:2" in log and "val-core/tiny_add/acc/mean@1" in log
+    assert "training/rollout_probs_diff_mean" in log  # the rollout's log-probs reached the trainer
+    ckpt = tmp_path / "run" / "ckpt"
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+    assert (ckpt / "global_step_2" / "actor").is_dir()
+
+
+@pytest.mark.e2e
+def test_main_ppo_resumes_from_its_checkpoint_with_mini_batches(tiny_assets, tmp_path):
+    """Run 2 steps, then resume (resume_mode=auto) for a 3rd; 2 mini-batch updates per step."""
+    mini = ["actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4"]
+    out = tmp_path / "run"
+    _run_trainer(tiny_assets, out, *mini, "trainer.val_before_train=False")
+    log = _run_trainer(tiny_assets, out, *mini, "trainer.val_before_train=False", "trainer.resume_mode=auto", steps=3)
+    assert "global_step_2" in log and "step:3" in log and "step:1 " not in log
