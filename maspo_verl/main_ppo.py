@@ -1,14 +1,27 @@
 """`python -m maspo_verl.main_ppo algorithm=<preset> <verl overrides>`: verl's own trainer.
 
 The config is verl's ppo_trainer.yaml with our `algorithm` group on top (configs/); the run
-itself is verl's `verl.trainer.main_ppo.main`, unchanged. Before handing over, the policy-loss
-config is checked here, on the driver, so a misspelt key or bad value stops the run before
-Ray or any GPU starts.
+itself is verl's `verl.trainer.main_ppo.main`, unchanged. Before handing over, on the driver:
+the policy-loss config is checked (a misspelt key or bad value stops the run before Ray or any
+GPU starts), the config is resolved (so the tiny kit, if used, is built here, in view), and
+`trainer.device=cpu` selects our CPU platform for every process of the run.
 """
 
+import os
+
 import hydra
+from omegaconf import OmegaConf
 
 from .config import check_policy_loss_config
+
+
+def use_cpu_platform_if_asked(config) -> None:
+    """verl 0.9 has no CPU platform; ours is chosen by env vars that Ray workers inherit."""
+    if config.trainer.device == "cpu":
+        from .cpu_platform import cpu_trainer_env
+
+        for key, value in cpu_trainer_env().items():
+            os.environ.setdefault(key, value)
 
 
 @hydra.main(config_path="pkg://maspo_verl_configs", config_name="maspo_trainer", version_base=None)
@@ -17,6 +30,8 @@ def main(config):
 
     maspo_verl.register()
     check_policy_loss_config(config)
+    OmegaConf.resolve(config)
+    use_cpu_platform_if_asked(config)
 
     from verl.trainer.main_ppo import main as verl_main
 

@@ -2,7 +2,8 @@
 
 What is registered: the policy losses (maspo_verl.losses), the `cpu` platform
 (maspo_verl.cpu_platform, used only with VERL_PLATFORM=cpu), the `hf` rollout
-(maspo_verl.rollout) and the Hydra search path to our presets (configs/).
+(maspo_verl.rollout), the Hydra search path to our presets (configs/) and the
+`${maspo_kit:...}` config resolver of the tiny-model kit.
 
 - Idempotent: registering twice (entry point, VERL_USE_EXTERNAL_MODULES, external_lib, an
   explicit call) is harmless.
@@ -62,6 +63,22 @@ def register_hydra_search_path() -> None:
     Plugins.instance().register(MaspoVerlSearchPathPlugin)
 
 
+def _kit_path(name: str) -> str:
+    from .kit import build_kit
+
+    return str(getattr(build_kit(log=lambda msg: print(f"[maspo kit] {msg}", file=sys.stderr)), name))
+
+
+def register_config_resolvers() -> None:
+    """`${maspo_kit:model_dir}` (train_parquet, val_parquet, reward_path): the tiny-model kit's
+    paths, built on first use. Registered in every verl process, since verl's TaskRunner
+    resolves the config again on its side."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("maspo_kit"):
+        OmegaConf.register_new_resolver("maspo_kit", _kit_path)
+
+
 def register() -> None:
     """Register everything once per process; print the traceback and re-raise on failure."""
     global _registered
@@ -75,6 +92,7 @@ def register() -> None:
         register_cpu_platform()
         register_hf_rollout()
         register_hydra_search_path()
+        register_config_resolvers()
     except Exception:
         sys.stderr.write("maspo-verl: registration with verl FAILED; MASPO will not be available:\n")
         sys.stderr.write(traceback.format_exc())
