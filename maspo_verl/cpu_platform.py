@@ -8,7 +8,7 @@ name ``cpu``; it is selected with ``VERL_PLATFORM=cpu`` (never auto-detected, so
 shadow a real accelerator).
 
 What a full ``python -m verl.trainer.main_ppo`` run on CPU needs besides this class
-(see ``cpu_trainer_overrides()``):
+(all set by the ``+kit=tiny_cpu`` preset, configs/kit/tiny_cpu.yaml):
 
 * Ray must advertise accelerator slots. verl's resource pools put ``{ray_resource_name(): 1}``
   in every placement-group bundle and ``ResourcePoolManager`` refuses to start unless the
@@ -293,26 +293,6 @@ def register_cpu_platform():
     if PlatformRegistry.get(PLATFORM_NAME) is not cls:
         raise RuntimeError("maspo_verl: registering the cpu platform in verl failed")
     return cls
-
-
-def cpu_trainer_overrides(num_devices: int = 1) -> list[str]:
-    """Hydra overrides that make ``verl.trainer.main_ppo`` schedule on a CPU-only Ray node.
-
-    Pair them with the environment from ``cpu_trainer_env()``.
-    """
-    return [
-        "trainer.device=cpu",
-        f"trainer.n_gpus_per_node={num_devices}",
-        "trainer.nnodes=1",
-        # TransferQueue's storage units and verl's actors each take a logical CPU; 4 hangs.
-        "ray_kwargs.ray_init.num_cpus=16",
-        f"+ray_kwargs.ray_init.num_gpus={num_devices}",
-        # One storage process instead of 8: the trainer starts ~20 s sooner on 2 cores.
-        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
-        "actor_rollout_ref.actor.strategy=fsdp2",
-        "actor_rollout_ref.ref.strategy=fsdp2",
-        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
-    ]
 
 
 def cpu_trainer_env() -> dict[str, str]:

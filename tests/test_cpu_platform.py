@@ -10,7 +10,7 @@ import torch
 from verl.plugin.platform import PlatformBase, PlatformRegistry
 from verl.plugin.platform import platform_manager as pm
 
-from maspo_verl.cpu_platform import cpu_trainer_overrides, register_cpu_platform
+from maspo_verl.cpu_platform import register_cpu_platform
 
 
 @pytest.fixture
@@ -57,10 +57,15 @@ def test_what_verl_reads_from_the_platform(cpu_platform):
         cpu_platform.profiler_start(), cpu_platform.profiler_stop()
 
 
-def test_overrides_name_the_cpu_essentials():
-    overrides = cpu_trainer_overrides(1)
-    assert "trainer.device=cpu" in overrides and "+ray_kwargs.ray_init.num_gpus=1" in overrides
-    assert "actor_rollout_ref.actor.strategy=fsdp2" in overrides
+def test_the_kit_preset_holds_the_cpu_essentials():
+    from verl_config import compose_ours
+
+    config = compose_ours("+kit=tiny_cpu", resolve=False)
+    assert config.trainer.device == "cpu"
+    assert config.ray_kwargs.ray_init.num_gpus == 1 and config.ray_kwargs.ray_init.num_cpus >= 16
+    assert config.actor_rollout_ref.actor.strategy == "fsdp2"
+    assert config.actor_rollout_ref.model.override_config.attn_implementation == "sdpa"
+    assert config.actor_rollout_ref.rollout.name == "hf"
 
 
 def test_verl_initialises_a_gloo_group_on_cpu():

@@ -1,9 +1,7 @@
-"""The ``hf`` rollout backend: registration, the server's generate/weight-sync contract, and
-(``-m e2e``) stock ``python -m verl.trainer.main_ppo`` end to end on CPU."""
+"""The ``hf`` rollout backend: registration and the server's generate/weight-sync contract.
+Its end-to-end runs inside verl's trainer are in test_e2e_kit.py."""
 
 import asyncio
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -55,7 +53,7 @@ def test_sampling_params_follow_the_vllm_server():
 
 
 @pytest.fixture
-def server(tiny_assets, monkeypatch):
+def server(tiny_model_dir, monkeypatch):
     """An ``HFRolloutServer`` (not a Ray actor) on verl's cpu platform."""
     from verl.workers.config import HFModelConfig, RolloutConfig
 
@@ -64,7 +62,7 @@ def server(tiny_assets, monkeypatch):
         name="hf", prompt_length=16, response_length=8, tensor_model_parallel_size=1,
         dtype="float32", load_format="auto",
     )  # fmt: skip
-    srv = HFRolloutServer(config, HFModelConfig(path=str(tiny_assets)), None, [], 0, 0, 1, 1, "")
+    srv = HFRolloutServer(config, HFModelConfig(path=str(tiny_model_dir)), None, [], 0, 0, 1, 1, "")
     asyncio.run(srv.launch_server())
     return srv
 
@@ -135,39 +133,3 @@ def test_abort_holds_requests_until_resume(server):
 
     held, out = asyncio.run(run())
     assert held and out.token_ids
-
-
-# ---------------------------------------------------------------- end to end (slow)
-
-
-def _run_trainer(assets: Path, out: Path, *extra: str, steps: int = 2, timeout: int = 900):
-    from maspo_verl.rollout.cpu_e2e import e2e_command
-
-    out.mkdir(parents=True, exist_ok=True)
-    argv, env = e2e_command(assets, out, *extra, steps=steps)
-    result = subprocess.run(argv, env=env, cwd=out, capture_output=True, text=True, timeout=timeout)
-    log = result.stdout + result.stderr
-    (out / "trainer.log").write_text(log)
-    assert result.returncode == 0, log[-6000:]
-    return log
-
-
-@pytest.mark.e2e
-def test_main_ppo_runs_on_cpu_with_the_hf_rollout(tiny_assets, tmp_path):
-    """2 GRPO steps of stock main_ppo on CPU: rollout, reward, update, weight sync, validation, checkpoint."""
-    log = _run_trainer(tiny_assets, tmp_path / "run")
-    assert "step:2" in log and "val-core/tiny_add/acc/mean@1" in log
-    assert "training/rollout_probs_diff_mean" in log  # the rollout's log-probs reached the trainer
-    ckpt = tmp_path / "run" / "ckpt"
-    assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
-    assert (ckpt / "global_step_2" / "actor").is_dir()
-
-
-@pytest.mark.e2e
-def test_main_ppo_resumes_from_its_checkpoint_with_mini_batches(tiny_assets, tmp_path):
-    """Run 2 steps, then resume (resume_mode=auto) for a 3rd; 2 mini-batch updates per step."""
-    mini = ["actor_rollout_ref.actor.ppo_mini_batch_size=2", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4"]
-    out = tmp_path / "run"
-    _run_trainer(tiny_assets, out, *mini, "trainer.val_before_train=False")
-    log = _run_trainer(tiny_assets, out, *mini, "trainer.val_before_train=False", "trainer.resume_mode=auto", steps=3)
-    assert "global_step_2" in log and "step:3" in log and "step:1 " not in log

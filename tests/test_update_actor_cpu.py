@@ -259,11 +259,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tiny_model_dir):
     """Both presets in one subprocess (one verl import, one gloo group, a fresh worker each)."""
-    from tiny_qwen import save_tiny_qwen
-
-    model_dir = save_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen"))
     env = {
         **os.environ,
         "VERL_PLATFORM": "cpu",
@@ -278,7 +275,7 @@ def runs(tmp_path_factory):
     }
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, __file__, str(model_dir), "maspo", "grpo"],
+        [sys.executable, __file__, str(tiny_model_dir), "maspo", "grpo"],
         env=env, capture_output=True, text=True, timeout=300, cwd=TESTS_DIR,
     )
     wall = time.perf_counter() - start

@@ -1,0 +1,144 @@
+"""verl's real trainer end to end on CPU: Ray, TaskRunner, hf rollout, rewards, GRPO advantages,
+several mini-batch updates per step, validation, checkpoint and resume, on the tiny kit.
+
+Each run is `python -m maspo_verl.main_ppo +kit=tiny_cpu ...` in a subprocess; the per-step
+metrics come from verl's own file logger (the same numbers its console and trackers get).
+"""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "algorithm").glob("*.yaml"))
+MASPO_METRICS = [
+    "actor/maspo/gate_mean",
+    "actor/maspo/gated_frac_pos",
+    "actor/maspo/gated_frac_neg",
+    "actor/maspo/gate_below_half_frac",
+    "actor/maspo/sigma_pos_mean",
+    "actor/maspo/sigma_neg_mean",
+    "actor/maspo/clip_frac_ppo",
+]
+VAL_ACC = "val-core/maspo_kit/arith/acc/mean@1"
+REWARD = "critic/score/mean"
+
+
+def run_trainer(out: Path, *overrides, entry="maspo_verl.main_ppo", env=None, kit="tiny_cpu") -> dict:
+    """Run one training job; return {step: metrics} from verl's file logger."""
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_file = out / "metrics.jsonl"
+    metrics_file.unlink(missing_ok=True)
+    command = [
+        sys.executable, "-m", entry, f"+kit={kit}",
+        "trainer.logger=[console,file]",
+        f"trainer.default_local_dir={out / 'ckpt'}",
+        *overrides,
+    ]  # fmt: skip
+    full_env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics_file), **(env or {}))
+    with open(out / "train.log", "w") as log:
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=full_env, timeout=900)
+    if result.returncode != 0:
+        tail = "\n".join((out / "train.log").read_text().splitlines()[-60:])
+        pytest.fail(f"{' '.join(command)} exited {result.returncode}:\n{tail}")
+    records = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+    return {record["step"]: record["data"] for record in records}
+
+
+@pytest.fixture(scope="module")
+def maspo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("maspo_run")
+    steps = run_trainer(
+        out,
+        "algorithm=maspo",
+        "trainer.total_training_steps=3",
+        "trainer.test_freq=3",
+        "trainer.save_freq=3",
+        "trainer.val_before_train=True",
+    )
+    return out, steps
+
+
+def test_every_step_generates_rewards_and_grpo_advantages(maspo_run):
+    _, steps = maspo_run
+    assert sorted(steps) == [0, 1, 2, 3]
+    for step in (1, 2, 3):
+        data = steps[step]
+        assert 0 <= data[REWARD] <= 1
+        # GRPO: group-normalised advantages of both signs
+        assert data["critic/advantages/max"] > 0 > data["critic/advantages/min"]
+        assert data["response_length/mean"] > 0
+
+
+def test_validation_runs_before_training_and_at_test_freq(maspo_run):
+    _, steps = maspo_run
+    assert VAL_ACC in steps[0] and VAL_ACC in steps[3]
+    assert VAL_ACC not in steps[1] and VAL_ACC not in steps[2]
+    assert 0 < steps[0][VAL_ACC] < 1  # the warm start leaves room for RL
+
+
+def test_actor_workers_log_maspo_metrics_every_step(maspo_run):
+    _, steps = maspo_run
+    for step in (1, 2, 3):
+        data = steps[step]
+        for key in MASPO_METRICS + ["actor/ppo_kl", "actor/pg_loss"]:
+            assert key in data and math.isfinite(data[key]), (step, key)
+        assert 0 < data["actor/maspo/gate_mean"] <= 1
+        assert "actor/pg_clipfrac" not in data  # vanilla's metric: the maspo loss ran, not vanilla
+
+
+def test_several_off_policy_updates_per_step(maspo_run):
+    """8 prompts per step, 2 per mini-batch: the later updates see rho != 1, which a single
+    on-policy update never does (its ppo_kl is ~1e-8)."""
+    _, steps = maspo_run
+    kl = [abs(steps[s]["actor/ppo_kl"]) for s in (1, 2, 3)]
+    assert max(kl) > 1e-4
+    assert max(steps[s]["actor/maspo/gated_frac_pos"] + steps[s]["actor/maspo/gated_frac_neg"] for s in (1, 2, 3)) > 0
+
+
+def test_checkpoint_is_saved_and_a_resumed_run_continues_from_it(maspo_run):
+    out, _ = maspo_run
+    ckpt = out / "ckpt"
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
+    assert (ckpt / "global_step_3" / "actor").is_dir()
+    resumed = run_trainer(
+        out,
+        "algorithm=maspo",
+        "trainer.total_training_steps=4",
+        "trainer.resume_mode=auto",
+        "trainer.val_before_train=False",
+        "trainer.test_freq=-1",
+    )
+    assert sorted(resumed) == [4]
+    assert "actor/maspo/gate_mean" in resumed[4]
+    assert re.search(r"Resuming from \S*global_step_3", (out / "train.log").read_text())
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "maspo"])
+def test_one_step_of_every_other_preset(preset, tmp_path):
+    steps = run_trainer(
+        tmp_path, f"algorithm={preset}", "trainer.total_training_steps=1", "trainer.val_before_train=False"
+    )
+    assert sorted(steps) == [1]
+    assert REWARD in steps[1] and "actor/pg_loss" in steps[1]
+    assert not any(key.startswith("actor/maspo/") for key in steps[1])
+
+
+def test_stock_verl_main_ppo_with_plus_algorithm(tmp_path):
+    """Stock `python -m verl.trainer.main_ppo +algorithm=maspo`, with the CPU platform chosen by env."""
+    steps = run_trainer(
+        tmp_path,
+        "+algorithm=maspo",
+        "trainer.total_training_steps=1",
+        "trainer.val_before_train=False",
+        entry="verl.trainer.main_ppo",
+        env={"VERL_PLATFORM": "cpu", "VERL_ENGINE_DEVICE": "cuda"},
+    )
+    assert all(key in steps[1] for key in MASPO_METRICS)
