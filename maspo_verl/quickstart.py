@@ -32,10 +32,10 @@ PROGRESS = [  # (metric, label, format)
 ]
 
 
-def train_command(algorithm: str, steps: int, out: Path, extra: list) -> list:
+def train_command(algorithm: str, steps: int, out: Path, extra: list, kit: str = "tiny_cpu") -> list:
     return [
         sys.executable, "-m", "maspo_verl.main_ppo",
-        "+kit=tiny_cpu",
+        f"+kit={kit}",
         f"algorithm={algorithm}",
         f"trainer.total_training_steps={steps}",
         "trainer.logger=[console,file]",

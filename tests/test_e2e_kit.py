@@ -14,19 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from expected import MASPO_METRICS
 
 pytestmark = pytest.mark.e2e
 
 PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "algorithm").glob("*.yaml"))
-MASPO_METRICS = [
-    "actor/maspo/gate_mean",
-    "actor/maspo/gated_frac_pos",
-    "actor/maspo/gated_frac_neg",
-    "actor/maspo/gate_below_half_frac",
-    "actor/maspo/sigma_pos_mean",
-    "actor/maspo/sigma_neg_mean",
-    "actor/maspo/clip_frac_ppo",
-]
 VAL_ACC = "val-core/maspo_kit/arith/acc/mean@1"
 REWARD = "critic/score/mean"
 

@@ -48,3 +48,16 @@ def test_token_loss_on_cuda_matches_cpu():
     gpu = maspo_token_loss(new.cuda(), old.cuda(), adv.cuda(), mask.cuda(), MASPOParams())
     torch.testing.assert_close(gpu.loss_mat.cpu(), cpu.loss_mat, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(gpu.gate.cpu(), cpu.gate, rtol=1e-5, atol=1e-6)
+
+
+def test_tiny_kit_trains_on_cuda_with_the_hf_rollout(tmp_path):
+    """verl's trainer end to end on one GPU: bf16 hf rollout, FSDP2 actor, maspo metrics, checkpoint."""
+    from test_e2e_kit import MASPO_METRICS, REWARD, VAL_ACC, run_trainer
+
+    steps = run_trainer(
+        tmp_path, "algorithm=maspo", "trainer.total_training_steps=3", "trainer.test_freq=3",
+        "trainer.save_freq=3", kit="tiny_gpu",
+    )  # fmt: skip
+    assert sorted(steps) == [0, 1, 2, 3] and VAL_ACC in steps[3]
+    assert all(key in steps[s] for s in (1, 2, 3) for key in MASPO_METRICS + [REWARD])
+    assert (tmp_path / "ckpt" / "global_step_3").is_dir()

@@ -9,6 +9,7 @@ from tensordict import TensorDict
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 from verl.utils import tensordict_utils as tu
 from verl.workers.utils.losses import ppo_loss
+from expected import MASPO_METRICS
 from verl_config import build_actor_config, compose_ours, compose_stock
 
 from maspo_verl.algos.maspo import MASPOParams, maspo_token_loss
@@ -16,16 +17,7 @@ from maspo_verl.config import MASPOPolicyLossConfig, check_policy_loss_config
 from maspo_verl.losses import compute_policy_loss_maspo
 
 DEFAULTS = dict(sigma_base=1.0, alpha=0.3, beta_pos=0.03, beta_neg=0.03, sigma_high=10.0, adv_low=0.1, adv_high=10.0)
-METRICS = [
-    "actor/maspo/gate_mean",
-    "actor/maspo/gated_frac_pos",
-    "actor/maspo/gated_frac_neg",
-    "actor/maspo/gate_below_half_frac",
-    "actor/maspo/sigma_pos_mean",
-    "actor/maspo/sigma_neg_mean",
-    "actor/maspo/clip_frac_ppo",
-    "actor/ppo_kl",
-]
+METRICS = MASPO_METRICS + ["actor/ppo_kl"]
 
 
 # ---------------------------------------------------------------- presets and config
@@ -292,3 +284,13 @@ def test_plain_policy_loss_config_means_the_defaults():
     )
     terms = maspo_token_loss(log_prob.detach(), data["old_log_probs"], data["advantages"], mask, MASPOParams())
     assert loss.item() == pytest.approx(((terms.loss_mat * mask).sum() / mask.sum()).item(), rel=1e-6)
+
+
+def test_readme_documents_every_metric_and_hyperparameter():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name in METRICS:
+        assert f"`{name}`" in readme, name
+    for name, default in DEFAULTS.items():
+        assert f"| `{name}` | {default} |" in readme, name
