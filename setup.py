@@ -31,7 +31,7 @@ setup(
         "flash-attn": verl_extra("flash-attn-cu130torch211"),
         "fsdp": verl_extra("fsdp"),
         "megatron": verl_extra("megatron"),
-        "test": ["pytest>=7", "hypothesis>=6", "matplotlib"],
+        "test": ["pytest>=7", "hypothesis>=6", "matplotlib", "setuptools>=70.1"],
     },
     entry_points={
         # verl >= 0.9 imports every `verl.plugins` entry point on `import verl`, in every
