@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from expected import MASPO_METRICS
 
+from maspo_verl.quickstart import REWARD, VAL_ACC
+
 pytestmark = pytest.mark.e2e
 
 PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "algorithm").glob("*.yaml"))
-VAL_ACC = "val-core/maspo_kit/arith/acc/mean@1"
-REWARD = "critic/score/mean"
 
 
 def run_trainer(out: Path, *overrides, entry="maspo_verl.main_ppo", env=None, kit="tiny_cpu") -> dict:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
+from ..rollout.hf_server import left_pad
 from .reward import compute_score
 from .task import Problem, plausible_wrong_answers
 
@@ -170,17 +171,6 @@ def warm_start(model, tokenizer, problems: list[Problem], recipe: WarmStartRecip
             log(f"warm start step {step}: loss {loss.item():.3f}")
     model.eval()
     return losses
-
-
-def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask, the layout batched generation needs."""
-    length = max(len(sequence) for sequence in sequences)
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, length - len(sequence) :] = torch.tensor(sequence)
-        mask[row, length - len(sequence) :] = 1
-    return ids, mask
 
 
 @torch.no_grad()

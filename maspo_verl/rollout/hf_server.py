@@ -73,6 +73,17 @@ def resolve_gen_params(sampling_params: dict[str, Any], prompt_len: int, config)
     )
 
 
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask, the layout batched ``model.generate`` needs."""
+    length = max(len(sequence) for sequence in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, length - len(sequence) :] = torch.tensor(sequence)
+        mask[row, length - len(sequence) :] = 1
+    return ids, mask
+
+
 def _dtype(name: str) -> torch.dtype:
     from verl.utils.torch_dtypes import PrecisionType
 
@@ -235,12 +246,8 @@ class HFRolloutServer:
         """Left-pad, call ``model.generate``, cut each row at its first EOS (kept, like vLLM)."""
         from transformers import GenerationConfig
 
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for i, p in enumerate(prompts):
-            input_ids[i, width - len(p) :] = torch.tensor(p)
-            attention_mask[i, width - len(p) :] = 1
+        input_ids, attention_mask = left_pad(prompts, self._pad_id)
+        width = input_ids.shape[1]
         # Every knob explicit (top_k=0 disables top-k), so the checkpoint's generation_config
         # defaults cannot leak in; sampling knobs only when sampling, as transformers wants.
         sampling = dict(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
