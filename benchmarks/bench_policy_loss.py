@@ -1,10 +1,11 @@
-"""Time and memory of MASPO's policy loss against verl's `vanilla`, side by side.
+"""Time and memory of every policy loss against verl's `vanilla`, side by side.
 
-Both losses run through verl's own registry on the same batch (default 1024 x 1024 = 1M
-response tokens), forward + backward, eager and torch.compile. Prints a table and the
-MASPO / vanilla ratios measured in this run.
+Every loss of every preset (verl's vanilla, sapo, gspo, cispo and ours: maspo, dac, bapo) runs
+through verl's own registry on the same batch (default 1024 x 1024 = 1M response tokens),
+forward + backward, eager and torch.compile. Prints a table and each loss's ratio to vanilla
+measured in this run.
 
-    python benchmarks/bench_policy_loss.py [--device cuda] [--rows 1024] [--cols 1024] [--no-compile]
+    python benchmarks/bench_policy_loss.py [--device cuda] [--rows 1024] [--cols 1024] [--no-compile] [--losses maspo,dac]
 """
 
 import argparse
@@ -17,10 +18,15 @@ from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.workers.config import ActorConfig, PolicyLossConfig
 
 import maspo_verl
-from maspo_verl.config import MASPOPolicyLossConfig
+from maspo_verl.config import CONFIG_CLASSES
+
+VERL_LOSSES = ["vanilla", "sapo", "gspo", "cispo"]
 
 
-def actor_config(policy_loss):
+def actor_config(loss_mode):
+    """Each loss with its own config class (ours) or verl's, defaults otherwise."""
+    config_class = CONFIG_CLASSES.get(loss_mode)
+    policy_loss = config_class() if config_class else PolicyLossConfig(loss_mode=loss_mode)
     return ActorConfig(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, policy_loss=policy_loss)
 
 
@@ -88,15 +94,14 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--losses", default=",".join(VERL_LOSSES + list(CONFIG_CLASSES)), help="comma-separated loss modes")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
 
     maspo_verl.register()
     batch = make_batch(args.rows, args.cols, args.device)
-    losses = {
-        "vanilla": (get_policy_loss_fn("vanilla"), actor_config(PolicyLossConfig(loss_mode="vanilla"))),
-        "maspo": (get_policy_loss_fn("maspo"), actor_config(MASPOPolicyLossConfig())),
-    }
+    names = ["vanilla"] + [name for name in args.losses.split(",") if name and name != "vanilla"]
+    losses = {name: (get_policy_loss_fn(name), actor_config(name)) for name in names}
     modes = ["eager"] + ([] if args.no_compile else ["compile"])
     results = {}
     for mode in modes:
@@ -107,15 +112,17 @@ def main(argv=None):
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     tokens = int(batch["response_mask"].sum())
     print(f"device: {device_name}   batch: {args.rows} x {args.cols} ({tokens} valid tokens)   torch {torch.__version__}")
-    print(f"{'loss/mode':<16}{'median ms':>12}{'min ms':>10}{'extra peak MiB':>16}")
+    print(f"{'loss/mode':<18}{'median ms':>12}{'min ms':>10}{'extra peak MiB':>16}")
     on_cuda = args.device == "cuda"  # peak memory is only tracked by the CUDA allocator
     for key, r in results.items():
         memory = f"{r['extra_peak_MiB']:.1f}" if on_cuda else "-"
-        print(f"{key:<16}{r['median_ms']:>12.3f}{r['min_ms']:>10.3f}{memory:>16}")
+        print(f"{key:<18}{r['median_ms']:>12.3f}{r['min_ms']:>10.3f}{memory:>16}")
     for mode in modes:
-        m, v = results[f"maspo/{mode}"], results[f"vanilla/{mode}"]
-        memory = f", extra peak memory {m['extra_peak_MiB'] / v['extra_peak_MiB']:.2f}x" if on_cuda else ""
-        print(f"ratio maspo/vanilla ({mode}): time {m['median_ms'] / v['median_ms']:.2f}x{memory}")
+        v = results[f"vanilla/{mode}"]
+        for name in names[1:]:
+            m = results[f"{name}/{mode}"]
+            memory = f", extra peak memory {m['extra_peak_MiB'] / v['extra_peak_MiB']:.2f}x" if on_cuda else ""
+            print(f"ratio {name}/vanilla ({mode}): time {m['median_ms'] / v['median_ms']:.2f}x{memory}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": device_name, "tokens": tokens, "results": results}, f, indent=2)

@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 def register() -> None:
     """Register every maspo-verl extension with verl (idempotent)."""
-    from .plugin import register as _register
+    from .registration import register as _register
 
     _register()
 

@@ -1,6 +1,6 @@
 """Target of the `verl.plugins` entry point: verl imports it on `import verl` in every process
 (driver, TaskRunner, Ray workers), and importing it registers maspo-verl."""
 
-from .plugin import register
+from .registration import register
 
 register()

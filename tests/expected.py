@@ -1,6 +1,6 @@
-"""What README.md promises, written down once for the tests that check it."""
+"""What the docs promise (docs/algorithms.md), written down once for the tests that check it."""
 
-# README.md, "Metrics": logged by the actor workers every step, besides verl's actor/ppo_kl.
+# docs/algorithms.md, MASPO's metrics: logged by the actor workers every step, besides verl's actor/ppo_kl.
 MASPO_METRICS = [
     "actor/maspo/gate_mean",
     "actor/maspo/gated_frac_pos",

@@ -16,11 +16,14 @@ from pathlib import Path
 import pytest
 from expected import MASPO_METRICS
 
+from verl_config import compose_ours
+
+from maspo_verl.algos import LOSSES
 from maspo_verl.quickstart import REWARD, VAL_ACC
 
 pytestmark = pytest.mark.e2e
 
-PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "algorithm").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "algorithm").glob("*.yaml") if p.stem[0] != "_")
 
 
 def run_trainer(out: Path, *overrides, entry="maspo_verl.main_ppo", env=None, kit="tiny_cpu") -> dict:
@@ -113,14 +116,51 @@ def test_checkpoint_is_saved_and_a_resumed_run_continues_from_it(maspo_run):
     assert re.search(r"Resuming from \S*global_step_3", (out / "train.log").read_text())
 
 
-@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "maspo"])
+def preset_loss(preset: str) -> tuple[str, str | None]:
+    """(loss_mode, prefix of the metrics that prove its own loss or shaper ran; None for verl's)."""
+    policy_loss = compose_ours(f"algorithm={preset}", resolve=False).actor_rollout_ref.actor.policy_loss
+    if policy_loss.get("advantage_shaper", "none") != "none":
+        return policy_loss.loss_mode, f"actor/shaper/{policy_loss.advantage_shaper}/"
+    ours = {spec.name for spec in LOSSES}
+    return policy_loss.loss_mode, f"actor/{policy_loss.loss_mode}/" if policy_loss.loss_mode in ours else None
+
+
+# maspo runs above; dapo has its own test below
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p not in ("maspo", "dapo")])
 def test_one_step_of_every_other_preset(preset, tmp_path):
     steps = run_trainer(
         tmp_path, f"algorithm={preset}", "trainer.total_training_steps=1", "trainer.val_before_train=False"
     )
     assert sorted(steps) == [1]
-    assert REWARD in steps[1] and "actor/pg_loss" in steps[1]
-    assert not any(key.startswith("actor/maspo/") for key in steps[1])
+    data = steps[1]
+    assert REWARD in data and math.isfinite(data["actor/pg_loss"])
+    loss_mode, prefix = preset_loss(preset)
+    if prefix is not None:
+        assert any(key.startswith(prefix) for key in data), (prefix, sorted(data))
+    # no other loss's metrics: the preset's loss ran, not a neighbour's
+    groups = {key.split("/")[1] for key in data if key.startswith("actor/") and key.count("/") >= 2}
+    assert groups <= {loss_mode, "shaper", "perf"}, groups
+
+
+def test_dapo_filters_groups_and_penalises_overlong_responses(tmp_path):
+    """DAPO's dynamic sampling and soft overlong penalty, through verl 0.9.1's own mechanisms.
+
+    Groups of 2 often agree (both right or both wrong): the replay buffer evicts and refills
+    them, and says so in `training/filter_groups/evicted_samples`. With a 6-token buffer on
+    8-token responses, any response past 2 tokens loses reward: `acc` is 0 or 1, so a negative
+    score can only come from the penalty.
+    """
+    steps = run_trainer(
+        tmp_path, "algorithm=dapo", "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16",
+        "trainer.total_training_steps=2",
+        "trainer.val_before_train=False", "reward.reward_kwargs.overlong_buffer_cfg.len=6",
+    )  # fmt: skip
+    assert sorted(steps) == [1, 2]
+    evicted = [steps[s].get("training/filter_groups/evicted_samples", 0) for s in (1, 2)]
+    assert max(evicted) > 0, evicted
+    assert min(steps[s]["critic/score/min"] for s in (1, 2)) < 0
+    assert "actor/pg_clipfrac" in steps[1]
 
 
 def test_stock_verl_main_ppo_with_plus_algorithm(tmp_path):

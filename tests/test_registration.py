@@ -56,10 +56,10 @@ def test_importing_maspo_verl_alone_does_not_import_verl():
 def test_a_failing_registration_is_loud():
     """verl swallows plugin errors at DEBUG level; ours prints a traceback to stderr."""
     code = (
-        "import maspo_verl.plugin as plugin\n"
+        "import maspo_verl.registration as registration\n"
         "def broken():\n"
         "    raise RuntimeError('simulated failure')\n"
-        "plugin.register_policy_losses = broken\n" + CHECK
+        "registration.EXTENSIONS[0] = broken\n" + CHECK
     )
     result = run_python(code)
     assert "maspo-verl: registration with verl FAILED" in result.stderr

@@ -41,11 +41,25 @@ MASPO_METRICS = EXPECTED_MASPO_METRICS + ["actor/ppo_kl"]
 # ---------------------------------------------------------------- the run (subprocess side)
 
 
-def overrides(model_dir: str, preset: str) -> list:
+# run name -> the algorithm overrides it adds (`user_shaper`: a shaper registered in a test module)
+RUNS = {
+    "maspo": ["algorithm=maspo"],
+    "grpo": ["algorithm=grpo"],
+    "entropy_adv": ["algorithm=entropy_adv"],
+    "user_shaper": [
+        "algorithm=grpo",
+        "actor_rollout_ref.actor.policy_loss.advantage_shaper=scale",
+        "+actor_rollout_ref.actor.policy_loss.advantage_shaper_kwargs.factor=3.0",
+        "actor_rollout_ref.actor.policy_loss.advantage_shaper_module=user_shaper",
+    ],
+}
+
+
+def overrides(model_dir: str, run: str) -> list:
     """Hydra overrides on top of `maspo_verl.main_ppo`'s config for a 1-process CPU actor."""
     actor = "actor_rollout_ref.actor."
     return [
-        f"algorithm={preset}",
+        *RUNS[run],
         f"actor_rollout_ref.model.path={model_dir}",
         "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",  # no flash-attn on CPU
         f"actor_rollout_ref.rollout.n={N_RESPONSES}",
@@ -130,12 +144,12 @@ def snapshot(module):
     }
 
 
-def run_update_actor(model_dir: str, preset: str) -> dict:
+def run_update_actor(model_dir: str, run: str) -> dict:
     """One v1-trainer step's worker calls (old log-probs, update_actor); returns what it saw."""
     from verl.trainer.ppo import core_algos
     from verl_config import compose_ours
 
-    config = compose_ours(*overrides(model_dir, preset))  # resolved, as TaskRunnerV1 does
+    config = compose_ours(*overrides(model_dir, run))  # resolved, as TaskRunnerV1 does
     loss_mode = config.actor_rollout_ref.actor.policy_loss.loss_mode
 
     # count every policy-loss call, whichever name verl looks up (restored at the end)
@@ -225,7 +239,7 @@ def _one_step(config, calls: dict) -> dict:
     }
 
 
-def child_main(model_dir: str, presets: list) -> None:
+def child_main(model_dir: str, runs: list) -> None:
     """Entry point of the subprocess (VERL_PLATFORM=cpu and the gloo env are set by the parent)."""
     sys.path.insert(0, str(TESTS_DIR))
     import verl  # noqa: F401  (loads our verl.plugins entry point)
@@ -234,10 +248,10 @@ def child_main(model_dir: str, presets: list) -> None:
 
     register_cpu_platform()  # before anything asks verl for its platform
     results = {}
-    for preset in presets:
+    for run in runs:
         start = time.perf_counter()
-        results[preset] = run_update_actor(model_dir, preset)
-        results[preset]["seconds"] = time.perf_counter() - start
+        results[run] = run_update_actor(model_dir, run)
+        results[run]["seconds"] = time.perf_counter() - start
     print("RESULT_JSON " + json.dumps(results))
 
 
@@ -267,7 +281,7 @@ def runs(tiny_model_dir):
     }
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, __file__, str(tiny_model_dir), "maspo", "grpo"],
+        [sys.executable, __file__, str(tiny_model_dir), *RUNS],
         env=env, capture_output=True, text=True, timeout=300, cwd=TESTS_DIR,
     )
     wall = time.perf_counter() - start
@@ -349,3 +363,28 @@ def test_runtime_stays_small(runs):
 
 if __name__ == "__main__":
     child_main(sys.argv[1], sys.argv[2:])
+
+
+# ---------------------------------------------------------------- the advantage-shaper hook
+
+
+def test_a_user_shaper_changes_the_update(runs):
+    """`scale` (tests/user_shaper.py, registered by its module named in the config) triples the
+    advantages: on the on-policy first mini-batch vanilla's loss is -mean(A), so it triples too."""
+    scaled = runs["user_shaper"]["worker_per_mini_batch"]["actor/pg_loss"]
+    plain = runs["grpo"]["worker_per_mini_batch"]["actor/pg_loss"]
+    assert runs["user_shaper"]["loss_mode"] == "vanilla"
+    assert scaled[0] == pytest.approx(3 * plain[0], rel=1e-4)
+    assert runs["user_shaper"]["max_weight_change"] != pytest.approx(runs["grpo"]["max_weight_change"], rel=1e-3)
+
+
+def test_entropy_advantage_uses_the_entropy_of_the_same_forward_pass(runs):
+    shaped, plain = runs["entropy_adv"], runs["grpo"]
+    logged = shaped["logged"]
+    assert logged["actor/shaper/entropy_adv/entropy_mean"] > 0
+    assert logged["actor/shaper/entropy_adv/bonus_mean"] > 0
+    # the bonus is never negative: on policy, vanilla's -mean(A') lies below -mean(A)
+    assert shaped["worker_per_mini_batch"]["actor/pg_loss"][0] < plain["worker_per_mini_batch"]["actor/pg_loss"][0]
+    # verl computed the entropy because the shaper asked (calculate_entropy), and only then
+    assert "actor/entropy_loss" in logged and "actor/entropy_loss" not in plain["logged"]
+    assert not [name for name in plain["logged"] if name.startswith("actor/shaper/")]

@@ -1,19 +1,15 @@
 """MASPO inside the real verl 0.9.1: presets, ActorConfig, verl's own ppo_loss, micro-batching."""
 
-import math
-
 import pytest
 import torch
 from hydra.errors import InstantiationException
-from tensordict import TensorDict
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
-from verl.utils import tensordict_utils as tu
-from verl.workers.utils.losses import ppo_loss
 from expected import MASPO_METRICS
+from verl_batch import make_batch, run_ppo_loss
 from verl_config import build_actor_config, compose_ours, compose_stock
 
 from maspo_verl.algos.maspo import MASPOParams, maspo_token_loss
-from maspo_verl.config import MASPOPolicyLossConfig, check_policy_loss_config
+from maspo_verl.config import MASPOPolicyLossConfig, check_algorithm_config
 from maspo_verl.losses import compute_policy_loss_maspo
 
 DEFAULTS = dict(sigma_base=1.0, alpha=0.3, beta_pos=0.03, beta_neg=0.03, sigma_high=10.0, adv_low=0.1, adv_high=10.0)
@@ -108,8 +104,8 @@ def test_misspelt_key_is_refused_by_hydra_and_by_our_check():
     # Added with '+', Hydra lets it through; our driver-side check names it and suggests the fix.
     config = compose_ours("+actor_rollout_ref.actor.policy_loss.sigma_bse=2")
     with pytest.raises(ValueError, match=r"policy_loss\.sigma_bse=2.*Did you mean 'sigma_base'"):
-        check_policy_loss_config(config)
-    check_policy_loss_config(compose_ours())  # the preset itself passes
+        check_algorithm_config(config)
+    check_algorithm_config(compose_ours())  # the preset itself passes
 
 
 # ---------------------------------------------------------------- registration
@@ -120,76 +116,19 @@ def test_registered_under_its_name_with_verl():
 
 
 def test_registration_is_idempotent_and_never_replaces_verls_names(monkeypatch):
-    from maspo_verl import losses, plugin
+    from maspo_verl import losses, registration
 
+    ours = ["maspo", "dac", "bapo"]
     vanilla = POLICY_LOSS_REGISTRY["vanilla"]
-    assert plugin.register_policy_losses() == ["maspo"]
-    assert plugin.register_policy_losses() == ["maspo"]
+    assert registration.register_policy_losses() == ours
+    assert registration.register_policy_losses() == ours
     monkeypatch.setitem(losses.POLICY_LOSSES, "vanilla", compute_policy_loss_maspo)
     with pytest.warns(UserWarning, match="already has a policy loss named 'vanilla'"):
-        assert plugin.register_policy_losses() == ["maspo"]
+        assert registration.register_policy_losses() == ours
     assert POLICY_LOSS_REGISTRY["vanilla"] is vanilla
 
 
 # ---------------------------------------------------------------- verl's ppo_loss
-
-
-def make_batch(bsz=6, prompt_len=5, resp_len=9, seed=0, scale=0.7):
-    """A padded rollout batch as verl's actor sees it, plus the response log-probs (a leaf)."""
-    g = torch.Generator().manual_seed(seed)
-    resp_lens = torch.randint(1, resp_len + 1, (bsz,), generator=g)
-    resp_lens[0] = resp_len  # at least one full-length response
-    response_mask = torch.arange(resp_len)[None, :] < resp_lens[:, None]
-    prompt_mask = torch.ones(bsz, prompt_len, dtype=torch.bool)
-    old_log_prob = torch.log(torch.rand(bsz, resp_len, generator=g).clamp_min(1e-4))
-    # -inf at padded positions: what a careless producer might leave there
-    old_log_prob = old_log_prob.masked_fill(~response_mask, -math.inf)
-    log_prob = (old_log_prob + scale * torch.randn(bsz, resp_len, generator=g)).masked_fill(~response_mask, 0.0)
-    scores = torch.randn(bsz, generator=g)
-    advantages = (scores[:, None] * response_mask).float()
-    data = TensorDict(
-        {
-            "prompts": torch.ones(bsz, prompt_len, dtype=torch.long),
-            "responses": torch.ones(bsz, resp_len, dtype=torch.long),
-            "attention_mask": torch.cat([prompt_mask, response_mask], dim=1).long(),
-            "response_mask": response_mask.long(),
-            "old_log_probs": old_log_prob,
-            "advantages": advantages,
-        },
-        batch_size=[bsz],
-    )
-    return data, log_prob.requires_grad_(True)
-
-
-def flat_model_output(data, log_prob):
-    """The actor's unpadded log-prob output that verl's ppo_loss re-pads (left-shifted by one)."""
-    attention = data["attention_mask"].bool()
-    prompt_len = data["prompts"].shape[1]
-    seq_lens = attention.sum(1)
-    offsets = seq_lens.cumsum(0)
-    resp_lens = attention[:, prompt_len:].sum(1)
-    pieces = []
-    for i in range(len(seq_lens)):
-        start = offsets[i] - seq_lens[i]
-        prompt_part = log_prob.new_zeros(int(seq_lens[i] - resp_lens[i] - 1))
-        pieces += [prompt_part, log_prob[i, : resp_lens[i]], log_prob.new_zeros(1)]
-        assert start + len(prompt_part) + resp_lens[i] + 1 == offsets[i]
-    return {"log_probs": torch.cat(pieces)}
-
-
-def run_ppo_loss(actor_config, data, log_prob, micro_batch_size):
-    """verl's ppo_loss over micro-batches, summed as the engine does (backward per micro-batch)."""
-    bsz = data.batch_size[0]
-    batch_num_tokens = int(data["response_mask"].sum())
-    total_loss, metrics = 0.0, []
-    for start in range(0, bsz, micro_batch_size):
-        micro = data[start : start + micro_batch_size].clone()
-        tu.assign_non_tensor(micro, dp_size=1, batch_num_tokens=batch_num_tokens, global_batch_size=bsz)
-        loss, micro_metrics = ppo_loss(actor_config, flat_model_output(micro, log_prob[start : start + micro_batch_size]), micro)
-        loss.backward()
-        total_loss += loss.item()
-        metrics.append(micro_metrics)
-    return total_loss, metrics
 
 
 @pytest.fixture(scope="module")
@@ -284,13 +223,3 @@ def test_plain_policy_loss_config_means_the_defaults():
     )
     terms = maspo_token_loss(log_prob.detach(), data["old_log_probs"], data["advantages"], mask, MASPOParams())
     assert loss.item() == pytest.approx(((terms.loss_mat * mask).sum() / mask.sum()).item(), rel=1e-6)
-
-
-def test_readme_documents_every_metric_and_hyperparameter():
-    from pathlib import Path
-
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    for name in METRICS:
-        assert f"`{name}`" in readme, name
-    for name, default in DEFAULTS.items():
-        assert f"| `{name}` | {default} |" in readme, name

@@ -17,6 +17,9 @@ Per-token loss:  l = -A * sg(g) * rho,  so  grad l = -A * g * rho * grad log pi.
 No min(), no clip, no dual clip. The gate is detached on purpose: differentiating through it
 is a different algorithm whose gradient changes sign for large rho.
 
+Ablations (the paper's): alpha = 0 removes the mass-adaptive limiter, beta_pos = beta_neg = 0
+the risk controller, and ``two_sided=True`` gates all four quadrants (reported unstable).
+
 This module imports torch only (no verl), so the formulas can be read, tested and reused
 on their own; `maspo_verl.losses` wires them into verl.
 """
@@ -24,25 +27,33 @@ on their own; `maspo_verl.losses` wires them into verl.
 from __future__ import annotations
 
 import math
-import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import torch
 
-# Log-ratios are clamped like verl's own losses do, so that exp() cannot overflow float32.
-LOG_RATIO_LIMIT = 20.0
-# The clip width a plain PPO/GRPO run would use; only for the comparison metric.
-PPO_CLIP_FOR_METRICS = 0.2
+from .common import (
+    PPO_CLIP_FOR_METRICS,
+    LossInputs,
+    LossSpec,
+    Params,
+    check_finite_where_valid,
+    flag_rule,
+    identity_sum,
+    importance_ratio,
+    masked_mean,
+    prepare_inputs,
+    share,
+)
 
 
 @dataclass
-class MASPOParams:
-    """The seven MASPO hyperparameters, with the authors' defaults.
+class MASPOParams(Params):
+    """The seven MASPO hyperparameters, with the authors' defaults, and the ablation switch.
 
     Validated on construction: a bad value raises ValueError naming the key, the value and
-    the allowed range. `_key_prefix` lets a subclass name the key as the user wrote it
-    (for example ``actor_rollout_ref.actor.policy_loss.sigma_base``).
+    the allowed range. ``two_sided`` gates all four quadrants (a SAPO-like two-sided gate, an
+    ablation the paper reports as unstable); MASPO itself gates only the aggressive two.
     """
 
     sigma_base: float = 1.0
@@ -52,47 +63,25 @@ class MASPOParams:
     sigma_high: float = 10.0
     adv_low: float = 0.1
     adv_high: float = 10.0
+    two_sided: bool = False
 
-    _key_prefix = ""
-
-    def __post_init__(self):
-        self.check()
-
-    def check(self) -> None:
-        """Raise ValueError on the first setting outside its allowed range."""
-        rules = [
-            ("sigma_base", lambda v: v > 0, "> 0"),
-            ("alpha", lambda v: v >= 0, ">= 0 (0 turns the mass-adaptive limiter off)"),
-            ("beta_pos", lambda v: v >= 0, ">= 0 (0 turns the risk controller off)"),
-            ("beta_neg", lambda v: v >= 0, ">= 0 (0 turns the risk controller off)"),
-            ("sigma_high", lambda v: v >= self.sigma_base, f">= sigma_base (sigma_base = {self.sigma_base})"),
-            ("adv_low", lambda v: 0 < v <= 1, "in (0, 1]"),
-            ("adv_high", lambda v: v >= 1, ">= 1"),
-        ]
-        for name, allowed, description in rules:
-            value = getattr(self, name)
-            is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-            if not (is_number and math.isfinite(value) and allowed(value)):
-                raise ValueError(
-                    f"MASPO setting {self._key_prefix}{name}={value!r} is not allowed: "
-                    f"it must be a finite number {description}."
-                )
-
-    @classmethod
-    def from_config(cls, config) -> "MASPOParams":
-        """Read the seven values from any object or mapping that has them; defaults for the rest."""
-        values = {}
-        for f in fields(cls):
-            value = config.get(f.name) if hasattr(config, "get") else getattr(config, f.name, None)
-            if value is not None:
-                values[f.name] = value
-        return cls(**values)
+    LABEL = "MASPO"
+    RULES = (
+        ("sigma_base", lambda p, v: v > 0, "> 0"),
+        ("alpha", lambda p, v: v >= 0, ">= 0 (0 turns the mass-adaptive limiter off)"),
+        ("beta_pos", lambda p, v: v >= 0, ">= 0 (0 turns the risk controller off)"),
+        ("beta_neg", lambda p, v: v >= 0, ">= 0 (0 turns the risk controller off)"),
+        ("sigma_high", lambda p, v: v >= p.sigma_base, ">= sigma_base (sigma_base = {sigma_base})"),
+        ("adv_low", lambda p, v: 0 < v <= 1, "in (0, 1]"),
+        ("adv_high", lambda p, v: v >= 1, ">= 1"),
+        flag_rule("two_sided"),
+    )
 
 
 class MASPOTerms(NamedTuple):
     """Per-token intermediates of one MASPO loss evaluation, all (batch, response_len)."""
 
-    loss_mat: torch.Tensor  # -A * sg(g) * rho (* rollout IS weight), 0 at masked positions
+    loss_mat: torch.Tensor  # -A * sg(g) * rho, 0 at masked positions
     log_ratio: torch.Tensor  # clamped log(pi_theta / pi_old), with gradient
     ratio: torch.Tensor  # rho, with gradient
     gate: torch.Tensor  # g in (0, 1], detached
@@ -134,21 +123,37 @@ def trust_region_sigmas(
 
 
 def soft_gate(
-    log_ratio: torch.Tensor, advantages: torch.Tensor, sigma_pos: torch.Tensor, sigma_neg: torch.Tensor
+    log_ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    sigma_pos: torch.Tensor,
+    sigma_neg: torch.Tensor,
+    two_sided: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unilateral Gaussian gate on the detached ratio; returns (gate, gate_pos, gate_neg).
 
     Takes log(r) so that r - 1 = expm1(log r) keeps its precision next to r = 1. The gate is
     floored at the dtype's smallest normal number: exp() underflows to 0 for ratios far
-    outside the region, and MASPO promises a damped, never a zero, gradient.
+    outside the region, and MASPO promises a damped, never a zero, gradient. With
+    ``two_sided`` (the ablation) the conservative quadrants are gated too.
     """
     log_r = log_ratio.detach()
-    gate_pos = (advantages > 0) & (log_r > 0)
-    gate_neg = (advantages < 0) & (log_r < 0)
-    sigma = torch.where(gate_pos, sigma_pos, sigma_neg)
+    moved_up = log_r != 0 if two_sided else log_r > 0
+    moved_down = log_r != 0 if two_sided else log_r < 0
+    gate_pos = (advantages > 0) & moved_up
+    gate_neg = (advantages < 0) & moved_down
+    sigma = torch.where(advantages > 0, sigma_pos, sigma_neg)
     gaussian = torch.exp(-torch.expm1(log_r) ** 2 / (2 * sigma**2)).clamp_min(torch.finfo(log_r.dtype).tiny)
     gate = torch.where(gate_pos | gate_neg, gaussian, torch.ones_like(log_r))
     return gate, gate_pos, gate_neg
+
+
+def maspo_terms(inputs: LossInputs, params: MASPOParams, reduce_sum=identity_sum) -> MASPOTerms:
+    """MASPO's per-token loss -A * sg(g) * rho and its intermediates (pure, compilable)."""
+    log_ratio, ratio = importance_ratio(inputs)
+    sigma_pos, sigma_neg = trust_region_sigmas(inputs.old_log_prob, inputs.advantages, params)
+    gate, gate_pos, gate_neg = soft_gate(log_ratio, inputs.advantages, sigma_pos, sigma_neg, params.two_sided)
+    loss_mat = -inputs.advantages * gate * ratio
+    return MASPOTerms(loss_mat, log_ratio, ratio, gate, gate_pos, gate_neg, sigma_pos, sigma_neg)
 
 
 def maspo_token_loss(
@@ -159,7 +164,7 @@ def maspo_token_loss(
     params: MASPOParams,
     rollout_is_weights: Optional[torch.Tensor] = None,
 ) -> MASPOTerms:
-    """MASPO's per-token loss -A * sg(g) * rho and its intermediates, in float32.
+    """MASPO's per-token loss for direct callers: inputs checked, then ``maspo_terms``.
 
     Inputs are (batch, response_len). Padded positions (response_mask False) may hold
     anything, -inf and NaN included: they are replaced by zeros before any arithmetic, so
@@ -167,25 +172,15 @@ def maspo_token_loss(
     bad data and raises ValueError rather than turning into a NaN loss.
     """
     mask = response_mask.bool()
-    inputs = dict(log_prob=log_prob, old_log_prob=old_log_prob, advantages=advantages)
-    if rollout_is_weights is not None:
-        inputs["rollout_is_weights"] = rollout_is_weights
-    _check_finite_where_valid(mask, **inputs)
-    # Upcast: half precision overflows exp(log_ratio) at ~11 and underflows the gate early.
-    zero = torch.zeros((), dtype=torch.float32, device=log_prob.device)
-    log_prob = torch.where(mask, log_prob.float(), zero)
-    old_log_prob = torch.where(mask, old_log_prob.detach().float(), zero)
-    advantages = torch.where(mask, advantages.detach().float(), zero)
-
-    log_ratio = (log_prob - old_log_prob).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
-    ratio = torch.exp(log_ratio)
-    sigma_pos, sigma_neg = trust_region_sigmas(old_log_prob, advantages, params)
-    gate, gate_pos, gate_neg = soft_gate(log_ratio, advantages, sigma_pos, sigma_neg)
-
-    loss_mat = -advantages * gate * ratio
-    if rollout_is_weights is not None:
-        loss_mat = loss_mat * torch.where(mask, rollout_is_weights.detach().float(), zero)
-    return MASPOTerms(loss_mat, log_ratio, ratio, gate, gate_pos, gate_neg, sigma_pos, sigma_neg)
+    check_finite_where_valid(
+        mask, "MASPO", log_prob=log_prob, old_log_prob=old_log_prob, advantages=advantages,
+        rollout_is_weights=rollout_is_weights,
+    )  # fmt: skip
+    terms = maspo_terms(prepare_inputs(log_prob, old_log_prob, advantages, mask), params)
+    if rollout_is_weights is None:
+        return terms
+    weights = torch.where(mask, rollout_is_weights.detach().float(), 0.0)
+    return terms._replace(loss_mat=terms.loss_mat * weights)
 
 
 def maspo_diagnostics(terms: MASPOTerms, advantages: torch.Tensor, response_mask: torch.Tensor) -> dict:
@@ -201,34 +196,22 @@ def maspo_diagnostics(terms: MASPOTerms, advantages: torch.Tensor, response_mask
     neg = (advantages < 0) & mask
     gated = (terms.gate_pos | terms.gate_neg) & mask
     would_clip = (pos & (r > 1 + PPO_CLIP_FOR_METRICS)) | (neg & (r < 1 - PPO_CLIP_FOR_METRICS))
-    n_valid = mask.sum().clamp_min(1)
-
-    def share(flags):  # boolean sums: no float copies of 1M-token masks
-        return flags.sum() / n_valid
-
     return {
         "gate_mean": masked_mean(terms.gate, gated, empty=torch.ones((), device=r.device)),
-        "gated_frac_pos": share(terms.gate_pos & mask),
-        "gated_frac_neg": share(terms.gate_neg & mask),
-        "gate_below_half_frac": share((terms.gate < 0.5) & mask),
+        "gated_frac_pos": share(terms.gate_pos, mask),
+        "gated_frac_neg": share(terms.gate_neg, mask),
+        "gate_below_half_frac": share(terms.gate < 0.5, mask),
         "sigma_pos_mean": masked_mean(terms.sigma_pos, pos),
         "sigma_neg_mean": masked_mean(terms.sigma_neg, neg),
-        "clip_frac_ppo": share(would_clip),
+        "clip_frac_ppo": share(would_clip, mask),
     }
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor, empty: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mean of `values` where `mask` holds; `empty` (default 0) when it holds nowhere."""
-    count = mask.sum()
-    total = torch.where(mask, values.detach(), 0.0).sum(dtype=torch.float32)
-    fallback = torch.zeros((), device=values.device) if empty is None else empty
-    return torch.where(count > 0, total / count.clamp_min(1), fallback)
-
-
-def _check_finite_where_valid(mask: torch.Tensor, **tensors: torch.Tensor) -> None:
-    for name, tensor in tensors.items():
-        if tensor.shape != mask.shape:
-            raise ValueError(f"MASPO loss: {name} has shape {tuple(tensor.shape)}, response_mask {tuple(mask.shape)}")
-        if not bool(torch.isfinite(tensor.detach()).logical_or(~mask).all()):
-            bad = int((~torch.isfinite(tensor.detach()) & mask).sum())
-            raise ValueError(f"MASPO loss: {name} has {bad} non-finite value(s) at valid (unmasked) positions")
+LOSS = LossSpec(
+    name="maspo",
+    params=MASPOParams,
+    terms=maspo_terms,
+    diagnostics=maspo_diagnostics,
+    config_class_name="MASPOPolicyLossConfig",
+    summary="soft Gaussian gate in the aggressive quadrants, mass-adaptive and risk-controlled width",
+)

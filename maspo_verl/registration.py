@@ -1,9 +1,10 @@
 """Registration of maspo-verl's extensions with verl: idempotent, polite and loud.
 
-What is registered: the policy losses (maspo_verl.losses), the `cpu` platform
-(maspo_verl.cpu_platform, used only with VERL_PLATFORM=cpu), the `hf` rollout
-(maspo_verl.rollout), the Hydra search path to our presets (configs/) and the
-`${maspo_kit:...}` config resolver of the tiny-model kit.
+What is registered is the list ``EXTENSIONS``: the policy losses (maspo_verl.losses), the
+hook around verl's ``ppo_loss`` (maspo_verl.hook, for advantage shapers and data-parallel
+statistics), the `cpu` platform (maspo_verl.cpu_platform, used only with VERL_PLATFORM=cpu),
+the `hf` rollout (maspo_verl.rollout), the Hydra search path to our presets (configs/) and
+the `${maspo_kit:...}` config resolver of the tiny-model kit.
 
 - Idempotent: registering twice (entry point, VERL_USE_EXTERNAL_MODULES, external_lib, an
   explicit call) is harmless.
@@ -79,22 +80,45 @@ def register_config_resolvers() -> None:
         OmegaConf.register_new_resolver("maspo_kit", _kit_path)
 
 
+def register_ppo_loss_hook() -> None:
+    from .compat import install_ppo_loss_hook
+
+    install_ppo_loss_hook()
+
+
+def register_cpu_platform() -> None:
+    from .cpu_platform import register_cpu_platform as register
+
+    register()
+
+
+def register_hf_rollout() -> None:
+    from .rollout import register_hf_rollout as register
+
+    register()
+
+
+# Everything registered in each process, in this order.
+EXTENSIONS = [
+    register_policy_losses,
+    register_ppo_loss_hook,
+    register_cpu_platform,
+    register_hf_rollout,
+    register_hydra_search_path,
+    register_config_resolvers,
+]
+
+
 def register() -> None:
     """Register everything once per process; print the traceback and re-raise on failure."""
     global _registered
     if _registered:
         return
-    from .cpu_platform import register_cpu_platform
-    from .rollout import register_hf_rollout
-
     try:
-        register_policy_losses()
-        register_cpu_platform()
-        register_hf_rollout()
-        register_hydra_search_path()
-        register_config_resolvers()
+        for extension in EXTENSIONS:
+            extension()
     except Exception:
-        sys.stderr.write("maspo-verl: registration with verl FAILED; MASPO will not be available:\n")
+        sys.stderr.write("maspo-verl: registration with verl FAILED; its losses and backends will not be available:\n")
         sys.stderr.write(traceback.format_exc())
         raise
     _registered = True
