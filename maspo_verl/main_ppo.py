@@ -8,11 +8,16 @@ GPU starts), the config is resolved (so the tiny kit, if used, is built here, in
 """
 
 import os
+import sys
 
 import hydra
 from omegaconf import OmegaConf
 
-from .config import check_policy_loss_config
+from .config import check_algorithm_config
+from .preflight import dry_run, preflight
+
+# `--dry-run` (or MASPO_VERL_DRY_RUN=1): compose, check and build the configs, print, stop.
+DRY_RUN_ENV = "MASPO_VERL_DRY_RUN"
 
 
 def use_cpu_platform_if_asked(config) -> None:
@@ -29,7 +34,12 @@ def main(config):
     import maspo_verl
 
     maspo_verl.register()
-    check_policy_loss_config(config)
+    check_algorithm_config(config)
+    if os.environ.get(DRY_RUN_ENV) == "1":
+        OmegaConf.resolve(config)
+        dry_run(config)
+        return
+    preflight(config)
     OmegaConf.resolve(config)
     use_cpu_platform_if_asked(config)
 
@@ -39,5 +49,14 @@ def main(config):
     verl_main(config)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m maspo_verl.main_ppo` and `maspo-verl-train`: Hydra rejects unknown flags, so
+    `--dry-run` becomes the environment switch first."""
+    if "--dry-run" in sys.argv:
+        sys.argv.remove("--dry-run")
+        os.environ[DRY_RUN_ENV] = "1"
     main()
+
+
+if __name__ == "__main__":
+    cli()

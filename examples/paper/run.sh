@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Shared runner of the paper recipes (examples/paper/paper_<size>_<method>.sh call it).
+#
+#   RECIPE=paper_7b ALGORITHM=maspo bash examples/paper/run.sh [extra Hydra overrides...]
+#   DRY_RUN=1 bash examples/paper/paper_7b_maspo.sh        # or: bash ... --dry-run
+#
+# It runs `python -m maspo_verl.main_ppo recipe=$RECIPE algorithm=$ALGORITHM ...`: the
+# settings live in configs/recipe/$RECIPE.yaml and configs/algorithm/$ALGORITHM.yaml; this
+# script only adds paths, model, cluster size and tracker from the environment, and what the
+# paper varies by model size (MASPO's alpha: 0.5 for 1.5B, 0.3 otherwise).
+#
+# Environment (defaults in brackets):
+#   MASPO_DATA_DIR   prepared parquet files      [~/data/maspo_verl]  (python -m maspo_verl.data prepare all --out ...)
+#   AMC              amc23 (40 problems) | amc83 (FlowRL's 83)          [amc23]
+#   MODEL_PATH       model folder or hub id       [the recipe's DeepSeek-R1-Distill-Qwen-*]
+#   NNODES           nodes in the Ray cluster     [the recipe's: 1, 1, 2]
+#   GPUS_PER_NODE    GPUs per node                [8]
+#   CKPT_DIR         checkpoints and validation generations  [checkpoints/maspo_verl_paper/<recipe>_<algorithm>]
+#   PROJECT_NAME     tracker project              [maspo_verl_paper]
+#   EXPERIMENT_NAME  tracker run name             [<recipe>_<algorithm>]
+#   LOGGERS          comma-separated trackers     [console,wandb]   (e.g. console,tensorboard)
+#   DRY_RUN=1        compose, check data and batch sizes, build verl's configs, print; no GPU
+# Multi-node: start Ray first (`ray start --head` on the head node, `ray start --address=<head>:6379`
+# on the others, every node with this package installed), then run the recipe on the head node
+# with NNODES set; verl's ray.init() joins the running cluster.
+set -euo pipefail
+
+: "${RECIPE:?set RECIPE (paper_1p5b, paper_7b or paper_14b)}"
+: "${ALGORITHM:?set ALGORITHM (a preset in configs/algorithm/, e.g. maspo, grpo, dapo)}"
+
+DRY=""
+ARGS=()
+for arg in "$@"; do
+  if [[ "$arg" == "--dry-run" ]]; then DRY=1; else ARGS+=("$arg"); fi
+done
+[[ "${DRY_RUN:-0}" == "1" ]] && DRY=1
+
+DATA_DIR="${MASPO_DATA_DIR:-$HOME/data/maspo_verl}"
+AMC="${AMC:-amc23}"
+case "$AMC" in amc23|amc83) ;; *) echo "AMC=$AMC is not allowed: use amc23 (40 problems) or amc83 (83)" >&2; exit 2;; esac
+RUN_NAME="${EXPERIMENT_NAME:-${RECIPE}_${ALGORITHM}}"
+PROJECT="${PROJECT_NAME:-maspo_verl_paper}"
+LOGGER_LIST="[$(echo "${LOGGERS:-console,wandb}" | sed 's/[^,][^,]*/"&"/g')]"
+
+OVERRIDES=(
+  "recipe=${RECIPE}"
+  "algorithm=${ALGORITHM}"
+  "data.train_files=${DATA_DIR}/dapo_math_17k.parquet"
+  "data.val_files=[${DATA_DIR}/aime24.parquet,${DATA_DIR}/aime25.parquet,${DATA_DIR}/${AMC}.parquet,${DATA_DIR}/math500.parquet,${DATA_DIR}/minerva.parquet,${DATA_DIR}/olympiadbench.parquet]"
+  "trainer.project_name=${PROJECT}"
+  "trainer.experiment_name=${RUN_NAME}"
+  "trainer.logger=${LOGGER_LIST}"
+)
+[[ -n "${MODEL_PATH:-}" ]] && OVERRIDES+=("actor_rollout_ref.model.path=${MODEL_PATH}")
+[[ -n "${NNODES:-}" ]] && OVERRIDES+=("trainer.nnodes=${NNODES}")
+[[ -n "${GPUS_PER_NODE:-}" ]] && OVERRIDES+=("trainer.n_gpus_per_node=${GPUS_PER_NODE}")
+[[ -n "${CKPT_DIR:-}" ]] && OVERRIDES+=("trainer.default_local_dir=${CKPT_DIR}")
+# What the paper varies with model size: MASPO's mass exponent (the maspo* presets only)
+if [[ "$ALGORITHM" == maspo* && "$RECIPE" == "paper_1p5b" ]]; then
+  OVERRIDES+=("actor_rollout_ref.actor.policy_loss.alpha=0.5")
+fi
+OVERRIDES+=(${ARGS[@]+"${ARGS[@]}"})
+
+if [[ "${MASPO_PRINT_OVERRIDES:-0}" == "1" ]]; then  # for tests: the exact override list
+  printf '%s\n' "${OVERRIDES[@]}"
+  exit 0
+fi
+
+PYTHON="${PYTHON:-python}"
+if [[ -n "$DRY" ]]; then
+  exec "$PYTHON" -m maspo_verl.main_ppo --dry-run "${OVERRIDES[@]}"
+fi
+exec "$PYTHON" -m maspo_verl.main_ppo "${OVERRIDES[@]}"

@@ -1,0 +1,64 @@
+"""A math-verify worker process: `python -m maspo_verl.rewards.verify_worker`.
+
+Started by `maspo_verl.rewards.math_score`. Reads one JSON request per line on stdin and writes
+one JSON answer per line on stdout:
+
+  {"op": "match", "gold": [answers], "pred": [answers]}  ->  {"result": true | false}
+  {"op": "ping", "delay": seconds}                       ->  {"result": "pong"}   (health check)
+
+math-verify's own time limits (SIGALRM) work here, in the main thread of its own process; the
+parent also kills a worker that overruns the per-check limit.
+"""
+
+import json
+import sys
+import time
+
+
+def _same(gold: str, pred: str, parse, verify) -> bool:
+    try:
+        gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=5)
+        pred_parsed = parse("\\boxed{" + pred + "}", parsing_timeout=5)
+        return bool(gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=5))
+    except Exception:
+        return False
+
+
+def match(gold_items: list, pred_items: list, parse, verify) -> bool:
+    """Equal as one answer; or, for several answers, each gold matched by a distinct prediction."""
+    if _same(",".join(gold_items), ",".join(pred_items), parse, verify):
+        return True
+    if len(gold_items) < 2 or len(gold_items) != len(pred_items):
+        return False
+    unmatched = list(pred_items)
+    for gold in gold_items:
+        hit = next((pred for pred in unmatched if _same(gold, pred, parse, verify)), None)
+        if hit is None:
+            return False
+        unmatched.remove(hit)
+    return True
+
+
+def main() -> None:
+    out = sys.stdout
+    sys.stdout = sys.stderr  # anything a library prints must not corrupt the answer channel
+    from math_verify import parse, verify
+
+    out.write(json.dumps({"ready": True}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            if request.get("op") == "ping":
+                time.sleep(float(request.get("delay", 0)))
+                result = "pong"
+            else:
+                result = match(list(request["gold"]), list(request["pred"]), parse, verify)
+        except Exception:
+            result = False
+        out.write(json.dumps({"result": result}) + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()
