@@ -1,0 +1,98 @@
+"""The per-sample JSONL store with a settings fingerprint, for resuming without mixing settings.
+
+``<out>/settings.json`` holds the generation settings and their fingerprint; every line of
+``<out>/samples.jsonl`` is one sample keyed by (problem_id, sample) and carries the fingerprint
+too. A run whose settings differ is refused; a line cut off by an interruption is dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from maspo_verl.eval.data import EvalInputError
+
+SETTINGS_FILE = "settings.json"
+SAMPLES_FILE = "samples.jsonl"
+
+
+def fingerprint(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class SampleStore:
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+        self.settings_path = self.out_dir / SETTINGS_FILE
+        self.samples_path = self.out_dir / SAMPLES_FILE
+        self.records: dict[tuple[str, int], dict] = {}
+        self._fp = None
+
+    def open(self, generation: dict, extra: dict | None = None) -> str:
+        """Check (or write) the settings; load the finished samples; return the fingerprint."""
+        self.fingerprint = fingerprint(generation)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings_path.is_file():
+            stored = json.loads(self.settings_path.read_text())
+            if stored.get("fingerprint") != self.fingerprint:
+                old = stored.get("generation", {})
+                diffs = [
+                    f"{key}: stored {old.get(key)!r}, now {generation.get(key)!r}"
+                    for key in sorted(set(old) | set(generation))
+                    if old.get(key) != generation.get(key)
+                ]
+                raise EvalInputError(
+                    f"refusing to mix samples generated under different settings in {self.out_dir} "
+                    f"({'; '.join(diffs) or 'fingerprint differs'}); use another --out directory or delete this one"
+                )
+        self.settings_path.write_text(
+            json.dumps({"fingerprint": self.fingerprint, "generation": generation, **(extra or {})}, indent=2)
+        )
+        self._load()
+        return self.fingerprint
+
+    def _load(self) -> None:
+        if not self.samples_path.is_file():
+            return
+        raw = self.samples_path.read_bytes()
+        good_end = raw.rfind(b"\n") + 1
+        if good_end < len(raw):  # an interrupted write: keep only complete lines
+            with open(self.samples_path, "r+b") as f:
+                f.truncate(good_end)
+        for number, line in enumerate(raw[:good_end].decode().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise EvalInputError(f"{self.samples_path} line {number} is not JSON ({exc}); remove it to resume")
+            if record.get("fingerprint") != self.fingerprint:
+                raise EvalInputError(
+                    f"{self.samples_path} line {number} was generated under other settings (fingerprint "
+                    f"{record.get('fingerprint')} vs {self.fingerprint}); refusing to mix them"
+                )
+            self.records.setdefault((record["problem_id"], int(record["sample"])), record)
+
+    def append(self, record: dict) -> None:
+        record = {**record, "fingerprint": self.fingerprint}
+        if self._fp is None:
+            self._fp = open(self.samples_path, "a", encoding="utf-8")
+        self._fp.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fp.flush()
+        self.records[(record["problem_id"], int(record["sample"]))] = record
+
+    def rewrite(self) -> None:
+        """Write every record again (after re-scoring), atomically."""
+        self.close()
+        tmp = self.samples_path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for key in sorted(self.records, key=lambda k: (k[0], k[1])):
+                f.write(json.dumps(self.records[key], ensure_ascii=False) + "\n")
+        os.replace(tmp, self.samples_path)
+
+    def close(self) -> None:
+        if self._fp is not None:
+            self._fp.close()
+            self._fp = None
