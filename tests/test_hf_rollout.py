@@ -133,3 +133,31 @@ def test_abort_holds_requests_until_resume(server):
 
     held, out = asyncio.run(run())
     assert held and out.token_ids
+
+
+def test_drain_waits_for_the_batch_in_flight(server, monkeypatch):
+    """The queue empties as soon as a batch is taken; draining must also wait for that batch."""
+    import threading
+
+    release = threading.Event()
+    generate_batch = server._generate_batch
+
+    def slow_generate_batch(prompts, params):
+        release.wait(timeout=10)
+        return generate_batch(prompts, params)
+
+    monkeypatch.setattr(server, "_generate_batch", slow_generate_batch)
+
+    async def run():
+        task = asyncio.ensure_future(server.generate(_prompt(server), {"temperature": 0.0}, request_id="d"))
+        await asyncio.sleep(0.05)  # the batch loop has taken it: the queue is empty
+        assert server._queue.empty()
+        drain = asyncio.ensure_future(server.wait_for_requests_to_drain())
+        await asyncio.sleep(0.1)
+        drained_early = drain.done()
+        release.set()
+        await asyncio.wait_for(drain, timeout=10)
+        return drained_early, task.done(), await task
+
+    drained_early, done_when_drained, out = asyncio.run(run())
+    assert not drained_early and done_when_drained and out.token_ids

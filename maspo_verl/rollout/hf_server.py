@@ -132,6 +132,7 @@ class HFRolloutServer:
         self._paused = False
         self._resume_event: Optional[asyncio.Event] = None
         self._batch_cap = max(1, int(self.config.max_num_seqs))
+        self._taken = 0  # requests taken off the queue whose generation has not finished
 
     # ------------------------------------------------------------------ lifecycle
     async def launch_server(self, **kwargs) -> None:
@@ -219,14 +220,19 @@ class HFRolloutServer:
         """Take every queued request, group by sampling params, generate group by group."""
         while True:
             requests = [await self._queue.get()]
+            self._taken += 1
             await asyncio.sleep(0)  # let concurrently submitted requests land in the queue
             while not self._queue.empty() and len(requests) < self._batch_cap:
                 requests.append(self._queue.get_nowait())
+                self._taken += 1
             groups: dict[GenParams, list[_Request]] = {}
             for req in requests:
                 groups.setdefault(req.params, []).append(req)
             for params, group in groups.items():
-                await self._run_group(params, group)
+                try:
+                    await self._run_group(params, group)
+                finally:
+                    self._taken -= len(group)
 
     async def _run_group(self, params: GenParams, group: list[_Request]) -> None:
         try:
@@ -341,7 +347,8 @@ class HFRolloutServer:
         """Counterpart of ``release_kv_cache``."""
 
     async def wait_for_requests_to_drain(self) -> None:
-        while self._queue is not None and not self._queue.empty():
+        """Return once nothing is queued and no batch is being generated."""
+        while self._queue is not None and (not self._queue.empty() or self._taken):
             await asyncio.sleep(0.01)
 
     async def abort_all_requests(self, reset_prefix_cache: bool = True, reject_request: bool = False) -> dict:
