@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
-from ..rollout.hf_server import left_pad
+from ..padding import left_pad
 from .reward import compute_score
 from .task import Problem, plausible_wrong_answers
 

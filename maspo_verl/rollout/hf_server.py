@@ -21,6 +21,8 @@ from typing import Any, Optional
 
 import torch
 
+from maspo_verl.padding import left_pad
+
 logger = logging.getLogger(__name__)
 
 
@@ -71,17 +73,6 @@ def resolve_gen_params(sampling_params: dict[str, Any], prompt_len: int, config)
         logprobs=bool(params.get("logprobs", False)),
         ignore_eos=bool(params.get("ignore_eos", config.ignore_eos)),
     )
-
-
-def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask, the layout batched ``model.generate`` needs."""
-    length = max(len(sequence) for sequence in sequences)
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, length - len(sequence) :] = torch.tensor(sequence)
-        mask[row, length - len(sequence) :] = 1
-    return ids, mask
 
 
 def _dtype(name: str) -> torch.dtype:
