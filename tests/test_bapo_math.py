@@ -1,6 +1,6 @@
 """BAPO (adaptive clip bounds) against an independent NumPy (float64) reference.
 
-The reference is written from shared/docs/baselines.md and the brief, not from
+The reference is written from the BAPO paper (arXiv 2510.18927, docs/algorithms.md) and the brief, not from
 maspo_verl/algos/bapo.py. It simulates the search step by step, like the authors' loop:
 
     start at (c_low_start, c_high_start); while share < rho0: move the lower bound up one step
@@ -26,6 +26,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from expected import BAPO_DEFAULTS as DOC_DEFAULTS
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,8 +35,6 @@ from hypothesis.extra import numpy as hnp
 from maspo_verl.algos.bapo import LOSS, BAPOParams, bapo_diagnostics, bapo_terms
 from maspo_verl.algos.common import prepare_inputs
 
-DOC_DEFAULTS = dict(rho0=0.5, c_low_start=0.6, c_low_max=0.9, c_high_start=1.2, c_high_max=3.0,
-                    step_low=0.05, step_high=0.05, clip_ratio_c=3.0)  # fmt: skip
 SHAPES = [(1, 1), (3, 7), (8, 33), (16, 128), (2, 1), (1, 50)]
 SEEDS = list(range(30))
 f32 = lambda x: np.asarray(x, np.float64).astype(np.float32).astype(np.float64)  # noqa: E731

@@ -1,6 +1,6 @@
 """DAC (DCPO's dynamic adaptive clipping) against an independent NumPy (float64) reference.
 
-The reference below is written from shared/docs/baselines.md, not from maspo_verl/algos/dac.py:
+The reference below is written from the DCPO paper (arXiv 2509.02333, docs/algorithms.md), not from maspo_verl/algos/dac.py:
 
     q       = exp(old_log_prob)
     rho     = exp(clamp(log_prob - old_log_prob, -20, 20))
@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import pytest
+from expected import DAC_DEFAULTS as DOC_DEFAULTS
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,7 +29,6 @@ from hypothesis.extra import numpy as hnp
 from maspo_verl.algos.common import check_finite_where_valid, prepare_inputs
 from maspo_verl.algos.dac import LOSS, DACParams, dac_bounds, dac_diagnostics, dac_terms
 
-DOC_DEFAULTS = dict(eps_low=0.16, eps_high=0.2, clip_ratio_c=3.0)
 SHAPES = [(1, 1), (3, 7), (8, 33), (16, 128), (2, 1), (1, 50)]
 NOISE_SCALES = [0.05, 0.5, 3.0]
 SEEDS = list(range(25))

@@ -1,7 +1,7 @@
 """MASPO math against an independent NumPy (float64) reference.
 
-The reference functions in this file are written from shared/docs/maspo.md (the paper's
-formulas as the project restates them), not from maspo_verl/algos/maspo.py:
+The reference functions in this file are written from the paper's formulas (arXiv 2602.17550,
+as docs/algorithms.md restates them), not from maspo_verl/algos/maspo.py:
 
     q        = exp(old_log_prob)
     rho      = exp(clamp(log_prob - old_log_prob, -20, 20))
@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 import pytest
+from expected import MASPO_DEFAULTS as DOC_DEFAULTS
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,14 +36,13 @@ from maspo_verl.algos.maspo import (
 )
 
 F32_TINY = float(np.finfo(np.float32).tiny)
-DOC_DEFAULTS = dict(sigma_base=1.0, alpha=0.3, beta_pos=0.03, beta_neg=0.03, sigma_high=10.0, adv_low=0.1, adv_high=10.0)
 SHAPES = [(1, 1), (3, 7), (8, 33), (16, 128), (2, 1), (1, 50)]
 NOISE_SCALES = [0.05, 0.5, 3.0]
 SEEDS = list(range(30))
 
 
 # --------------------------------------------------------------------------------------
-# Independent NumPy reference (float64), from shared/docs/maspo.md
+# Independent NumPy reference (float64), from the paper (arXiv 2602.17550, docs/algorithms.md)
 # --------------------------------------------------------------------------------------
 def np_reference(log_prob, old_log_prob, adv, mask, p: dict) -> dict:
     """Every per-token quantity of MASPO, in float64. Masked positions are treated as padding."""

@@ -4,6 +4,7 @@ import pytest
 import torch
 from hydra.errors import InstantiationException
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+from expected import MASPO_DEFAULTS as DEFAULTS
 from expected import MASPO_METRICS
 from verl_batch import make_batch, run_ppo_loss
 from verl_config import build_actor_config, compose_ours, compose_stock
@@ -12,7 +13,6 @@ from maspo_verl.algos.maspo import MASPOParams, maspo_token_loss
 from maspo_verl.config import MASPOPolicyLossConfig, check_algorithm_config
 from maspo_verl.losses import compute_policy_loss_maspo
 
-DEFAULTS = dict(sigma_base=1.0, alpha=0.3, beta_pos=0.03, beta_neg=0.03, sigma_high=10.0, adv_low=0.1, adv_high=10.0)
 METRICS = MASPO_METRICS + ["actor/ppo_kl"]
 
 

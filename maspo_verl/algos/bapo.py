@@ -11,9 +11,9 @@ A the advantage (no gradient). For candidate bounds (c_low, c_high):
     neg(c_low)  = sum over A < 0 tokens with r >= c_low  of |r A|
     share       = pos / (pos + neg)        (1 when pos + neg = 0: nothing to balance)
 
-Only tokens that still pass a gradient count (the paper's intent, as shared/docs/baselines.md
-states it): raising c_high admits more (low-probability) positive tokens, raising c_low filters
-more (low-probability) negative ones, so the share grows along the search. (The paper's Eq. 8,
+Only tokens that still pass a gradient count (the paper's stated intent): raising c_high
+admits more (low-probability) positive tokens, raising c_low filters more (low-probability)
+negative ones, so the share grows along the search. (The paper's Eq. 8,
 read literally, sums the clipped objective min(r A, clip(r, .) A), which counts a clipped token
 at its bound; under that reading raising c_low would *raise* the negative part and the search
 could never reach the target by moving c_low, contradicting the paper's own Section 4.2
