@@ -1,6 +1,12 @@
 """maspo-verl: MASPO and its baselines as a plugin for stock verl."""
 
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# One version source: maspo_verl/__init__.py (read as text, so building never imports torch or verl).
+VERSION = re.search(r'^__version__ = "([^"]+)"', Path("maspo_verl/__init__.py").read_text(), re.M).group(1)
 
 # The verl releases whose plugin entry points and policy-loss contract this package relies on.
 VERL_RANGE = ">=0.9.1,<0.10"
@@ -13,11 +19,22 @@ def verl_extra(name):
 
 setup(
     name="maspo-verl",
-    version="0.1.0",
+    version=VERSION,
     description="MASPO (Mass-Adaptive Soft Policy Optimization) and its baselines for stock verl",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    license_files=["LICENSE"],
+    project_urls={"Paper": "https://arxiv.org/abs/2602.17550"},
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Intended Audience :: Science/Research",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
     python_requires=">=3.10",
     packages=find_packages(include=["maspo_verl", "maspo_verl.*"])
     + ["maspo_verl_configs", "hydra_plugins.maspo_verl"],
@@ -36,7 +53,8 @@ setup(
         "megatron": verl_extra("megatron"),
         # the math reward (maspo_verl.rewards); antlr 4.9.3 is the one Hydra/omegaconf need
         "math": MATH,
-        "test": ["pytest>=7", "hypothesis>=6", "setuptools>=70.1", *MATH],
+        # build and twine: the wheel test builds and checks the package as users get it
+        "test": ["pytest>=7", "hypothesis>=6", "setuptools>=70.1", "build", "twine>=6,<7", *MATH],
     },
     entry_points={
         # verl >= 0.9 imports every `verl.plugins` entry point on `import verl`, in every

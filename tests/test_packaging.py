@@ -36,3 +36,5 @@ def test_entry_points(wheel):
     (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(entry_points).decode()
     assert "[verl.plugins]\nmaspo_verl = maspo_verl.verl_plugin" in text
+    for script in ["maspo-verl-train", "maspo-verl-data", "maspo-verl-eval", "maspo-verl-report"]:
+        assert f"\n{script} = " in text, script

@@ -149,7 +149,7 @@ def test_preset_runs_through_verls_ppo_loss(preset):
 
 
 # BAPO picks its bounds per loss call, i.e. per micro-batch: see test_bapo_bounds_follow_each_micro_batch.
-INVARIANT = [p for p in PRESETS if CHANGES[p].get(PL + "loss_mode") != "bapo"]
+INVARIANT = [p for p in PRESETS if CHANGES.get(p, {}).get(PL + "loss_mode") != "bapo"]
 
 
 @pytest.mark.parametrize("preset", INVARIANT)
