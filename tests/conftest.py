@@ -18,3 +18,11 @@ def tiny_model_dir(tmp_path_factory):
     from tiny_qwen import save_tiny_qwen
 
     return save_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen"))
+
+
+@pytest.fixture(scope="module")
+def maspo_actor_config():
+    """verl's ActorConfig for `algorithm=maspo`, built as verl's engine worker builds it."""
+    from verl_config import build_actor_config, compose_ours
+
+    return build_actor_config(compose_ours())

@@ -131,11 +131,6 @@ def test_registration_is_idempotent_and_never_replaces_verls_names(monkeypatch):
 # ---------------------------------------------------------------- verl's ppo_loss
 
 
-@pytest.fixture(scope="module")
-def maspo_actor_config():
-    return build_actor_config(compose_ours())
-
-
 @pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "token-sum"])
 def test_verl_ppo_loss_runs_maspo_and_matches_the_formula(loss_agg_mode):
     actor_config = build_actor_config(compose_ours(f"actor_rollout_ref.actor.loss_agg_mode={loss_agg_mode}"))
