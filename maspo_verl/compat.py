@@ -12,6 +12,22 @@ assumption as soon as an installed verl differs, instead of failing later or sil
 * ``padded_response`` / ``to_data_layout``: verl's padding helpers for the engine's
   no-padding (jagged) micro-batches.
 * ``mean_metric``: verl's ``Metric`` with mean aggregation over micro-batches and ranks.
+* ``rollout_adapter_registry`` / ``replica_loader``: verl 0.9.1 has two rollout registries. The
+  worker-side one, ``verl.workers.rollout.base._ROLLOUT_REGISTRY``, is a private dict keyed by
+  ``(name, mode)`` with the adapter's dotted path as value (no public API); the trainer-side
+  ``RolloutReplicaRegistry`` has a public ``register`` but its storage ``_registry`` is private
+  (we read it to tell our loader from a foreign one).
+* ``register_hydra_plugin``: Hydra finds search-path plugins by scanning the ``hydra_plugins``
+  namespace package, which an editable install hides; ``Plugins.instance().register`` is
+  Hydra's internal way in.
+
+Elsewhere, and checked by ``tests/test_compat.py`` (each check names its assumption):
+the ``hf`` rollout server answers the calls verl's replica and LLM server manager make on
+vLLM's server (``maspo_verl/rollout/hf_server.py``); ``HFReplica`` reads attributes that verl's
+``RolloutReplica.__init__`` sets; the CPU platform implements verl's ``PlatformBase`` and relies
+on the FSDP engine being looked up by ``VERL_ENGINE_DEVICE``; the kit's replay buffer passes
+keyword arguments to verl's v1 ``ReplayBuffer`` and is selected by the v1 trainer's
+``custom_sampler``; the kit presets set TransferQueue's ``SimpleStorage`` unit count.
 """
 
 from __future__ import annotations
@@ -73,3 +89,32 @@ def mean_metric(value: float):
     from verl.utils.metric import AggregationType, Metric
 
     return Metric(value=value, aggregation=AggregationType.MEAN)
+
+
+ROLLOUT_ADAPTER_REGISTRY = "verl.workers.rollout.base._ROLLOUT_REGISTRY"
+
+
+def rollout_adapter_registry() -> dict:
+    """verl's worker-side rollout registry: ``{(name, mode): "dotted.path.Adapter"}``."""
+    from verl.workers.rollout import base
+
+    registry = getattr(base, "_ROLLOUT_REGISTRY", None)
+    if not isinstance(registry, dict):
+        raise RuntimeError(f"maspo-verl: {ROLLOUT_ADAPTER_REGISTRY} is gone; the hf rollout cannot be registered")
+    return registry
+
+
+def replica_loader(name: str):
+    """The loader registered for ``name`` in verl's ``RolloutReplicaRegistry`` (None if none)."""
+    from verl.workers.rollout.replica import RolloutReplicaRegistry
+
+    storage = getattr(RolloutReplicaRegistry, "_registry", None)
+    if not isinstance(storage, dict):
+        raise RuntimeError("maspo-verl: RolloutReplicaRegistry._registry is gone; cannot tell who owns a rollout name")
+    return storage.get(name)
+
+
+def register_hydra_plugin(plugin_class) -> None:
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance().register(plugin_class)

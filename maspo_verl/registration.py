@@ -58,10 +58,11 @@ def register_hydra_search_path() -> None:
     editable install (setuptools' import finder) hides; registering the same class here, in
     every process that imports verl, works for both kinds of install.
     """
-    from hydra.core.plugins import Plugins
     from hydra_plugins.maspo_verl.searchpath import MaspoVerlSearchPathPlugin
 
-    Plugins.instance().register(MaspoVerlSearchPathPlugin)
+    from .compat import register_hydra_plugin
+
+    register_hydra_plugin(MaspoVerlSearchPathPlugin)
 
 
 def _kit_path(name: str) -> str:

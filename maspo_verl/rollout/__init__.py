@@ -6,8 +6,9 @@ rollout registries:
 
 * ``RolloutReplicaRegistry`` (public ``register(name, loader)``): the trainer-side replica
   that launches the server actor (``HFReplica``);
-* ``verl.workers.rollout.base._ROLLOUT_REGISTRY`` (a dict keyed by ``(name, mode)``, no
-  public API in verl 0.9.1): the worker-side adapter that receives weights (``HFServerAdapter``).
+* ``verl.workers.rollout.base._ROLLOUT_REGISTRY`` (no public API in verl 0.9.1, reached
+  through ``maspo_verl.compat``): the worker-side adapter that receives weights
+  (``HFServerAdapter``).
 
 Importing this package does not register anything and does not import verl.
 """
@@ -32,25 +33,20 @@ def register_hf_rollout() -> str | None:
     Idempotent. If verl or another plugin already owns ``hf`` in either registry, warns and
     keeps theirs (returns None); raises if verl's registries are missing.
     """
-    try:
-        from verl.workers.rollout import base as rollout_base
-        from verl.workers.rollout.replica import RolloutReplicaRegistry
-    except Exception as exc:  # pragma: no cover - depends on the installed verl
-        raise RuntimeError(f"maspo_verl: cannot import verl's rollout registries: {exc!r}") from exc
+    from verl.workers.rollout.replica import RolloutReplicaRegistry
 
-    registry = getattr(rollout_base, "_ROLLOUT_REGISTRY", None)
-    if not isinstance(registry, dict):
-        raise RuntimeError("maspo_verl: verl.workers.rollout.base._ROLLOUT_REGISTRY is missing; unsupported verl")
+    from maspo_verl.compat import replica_loader, rollout_adapter_registry
 
+    registry = rollout_adapter_registry()
     key = (ROLLOUT_NAME, "async")
     current = registry.get(key)
-    replica_loader = RolloutReplicaRegistry._registry.get(ROLLOUT_NAME)
+    loader = replica_loader(ROLLOUT_NAME)
     foreign_adapter = current is not None and current != _ADAPTER_FQN
-    foreign_replica = replica_loader is not None and replica_loader is not _load_hf_replica
+    foreign_replica = loader is not None and loader is not _load_hf_replica
     if foreign_adapter or foreign_replica:
         warnings.warn(
             f"maspo-verl: verl already has a rollout named {ROLLOUT_NAME!r} "
-            f"({current or replica_loader}); keeping it and not registering ours.",
+            f"({current or loader}); keeping it and not registering ours.",
             stacklevel=2,
         )
         return None
