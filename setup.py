@@ -36,8 +36,7 @@ setup(
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
     python_requires=">=3.10",
-    packages=find_packages(include=["maspo_verl", "maspo_verl.*"])
-    + ["maspo_verl_configs", "hydra_plugins.maspo_verl"],
+    packages=find_packages(include=["maspo_verl", "maspo_verl.*"]) + ["maspo_verl_configs", "hydra_plugins.maspo_verl"],
     # The Hydra presets live in the repository's configs/ folder and ship as a data-only
     # package, so the Hydra search-path plugin can point at them without importing verl.
     package_dir={"maspo_verl_configs": "configs"},
@@ -53,8 +52,9 @@ setup(
         "megatron": verl_extra("megatron"),
         # the math reward (maspo_verl.rewards); antlr 4.9.3 is the one Hydra/omegaconf need
         "math": MATH,
-        # build and twine: the wheel test builds and checks the package as users get it
-        "test": ["pytest>=7", "hypothesis>=6", "setuptools>=70.1", "build", "twine>=6,<7", *MATH],
+        # build and twine: the wheel test builds and checks the package as users get it;
+        # ruff: lint and format (scripts/test.sh runs it; pinned so formatting does not drift)
+        "test": ["pytest>=7", "hypothesis>=6", "setuptools>=70.1", "build", "twine>=6,<7", "ruff>=0.17,<0.18", *MATH],
     },
     entry_points={
         # verl >= 0.9 imports every `verl.plugins` entry point on `import verl`, in every

@@ -94,7 +94,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--losses", default=",".join(VERL_LOSSES + list(CONFIG_CLASSES)), help="comma-separated loss modes")
+    parser.add_argument(
+        "--losses", default=",".join(VERL_LOSSES + list(CONFIG_CLASSES)), help="comma-separated loss modes"
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -111,7 +113,9 @@ def main(argv=None):
 
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     tokens = int(batch["response_mask"].sum())
-    print(f"device: {device_name}   batch: {args.rows} x {args.cols} ({tokens} valid tokens)   torch {torch.__version__}")
+    print(
+        f"device: {device_name}   batch: {args.rows} x {args.cols} ({tokens} valid tokens)   torch {torch.__version__}"
+    )
     print(f"{'loss/mode':<18}{'median ms':>12}{'min ms':>10}{'extra peak MiB':>16}")
     on_cuda = args.device == "cuda"  # peak memory is only tracked by the CUDA allocator
     for key, r in results.items():

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from maspo_verl.quickstart import run_training, train_command
 
-PARTS = ["timing_s/gen", "timing_s/reward", "timing_s/old_log_prob", "timing_s/adv", "timing_s/update_actor", "timing_s/step"]
+PARTS = [
+    "timing_s/gen",
+    "timing_s/reward",
+    "timing_s/old_log_prob",
+    "timing_s/adv",
+    "timing_s/update_actor",
+    "timing_s/step",
+]
 
 
 def main(argv=None):

@@ -65,7 +65,9 @@ def install_ppo_loss_hook() -> None:
         if getattr(bound, "_maspo_verl_hook", False):
             continue
         if bound is not original:
-            raise RuntimeError(f"maspo-verl: {name}.ppo_loss is not verl's {PPO_LOSS_HOME}.ppo_loss; refusing to wrap it")
+            raise RuntimeError(
+                f"maspo-verl: {name}.ppo_loss is not verl's {PPO_LOSS_HOME}.ppo_loss; refusing to wrap it"
+            )
         module.ppo_loss = wrapper
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from verl.workers.config import PolicyLossConfig
 
@@ -56,8 +56,7 @@ def _config_class(spec: LossSpec) -> type:
 
     cls = make_dataclass(
         spec.config_class_name,
-        [("loss_mode", str, field(default=spec.name))]
-        + [(f.name, f.type, field(default=f.default)) for f in own],
+        [("loss_mode", str, field(default=spec.name))] + [(f.name, f.type, field(default=f.default)) for f in own],
         bases=(BasePolicyLossConfig,),
         namespace={"__post_init__": __post_init__, "__doc__": f"policy_loss config of `{spec.name}`: {spec.summary}"},
     )

@@ -26,7 +26,15 @@ import torch
 from verl.trainer.ppo.core_algos import agg_loss
 
 from .algos import LOSSES
-from .algos.common import LossSpec, check_shapes, count_nonfinite, identity_sum, masked_mean, prepare_inputs, raise_on_nonfinite
+from .algos.common import (
+    LossSpec,
+    check_shapes,
+    count_nonfinite,
+    identity_sum,
+    masked_mean,
+    prepare_inputs,
+    raise_on_nonfinite,
+)
 from .hook import current_call
 
 
@@ -65,7 +73,7 @@ def policy_loss_fn(spec: LossSpec) -> Callable:
         values = list(nonfinite.values()) + list(diagnostics.values()) + [masked_mean(-terms.log_ratio, mask)]
         host = torch.stack([value.float() for value in values]).tolist()  # the one device sync
         raise_on_nonfinite(label, dict(zip(nonfinite, host)))
-        return pg_loss, dict(zip(diagnostics_names, host[len(nonfinite):]))
+        return pg_loss, dict(zip(diagnostics_names, host[len(nonfinite) :]))
 
     compute_policy_loss.__name__ = compute_policy_loss.__qualname__ = f"compute_policy_loss_{spec.name}"
     compute_policy_loss.__doc__ = f"`{spec.name}` policy loss ({spec.summary}); formulas in {spec.terms.__module__}."

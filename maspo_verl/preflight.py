@@ -53,14 +53,17 @@ def check_data_file(path: str, setting: str, prompt_key: str = "prompt", reward_
     except Exception as error:
         raise ValueError(f"{setting}: {path} is not a readable parquet file ({error}).") from error
     schema = parquet.schema_arrow
-    expected = f"expected columns {prompt_key!r} (list of {{role, content}}), {reward_fn_key!r} and reward_model.ground_truth"
+    expected = (
+        f"expected columns {prompt_key!r} (list of {{role, content}}), {reward_fn_key!r} and reward_model.ground_truth"
+    )
     missing = [name for name in (prompt_key, reward_fn_key, "reward_model") if name not in schema.names]
     if missing:
         raise ValueError(f"{setting}: {path} lacks column(s) {missing}; {expected}; found {schema.names}.")
     prompt_type = schema.field(prompt_key).type
     if not (pa.types.is_list(prompt_type) or pa.types.is_large_list(prompt_type)) or not (
         pa.types.is_struct(prompt_type.value_type)
-        and {"role", "content"} <= {prompt_type.value_type.field(i).name for i in range(prompt_type.value_type.num_fields)}
+        and {"role", "content"}
+        <= {prompt_type.value_type.field(i).name for i in range(prompt_type.value_type.num_fields)}
     ):
         raise ValueError(f"{setting}: {path} column {prompt_key!r} has type {prompt_type}; {expected}.")
     reward_type = schema.field("reward_model").type
@@ -133,14 +136,14 @@ def check_batch_sizes(config) -> dict:
             megatron.tensor_model_parallel_size * megatron.pipeline_model_parallel_size * megatron.context_parallel_size
         )
         if n_gpus % model_parallel:
-            raise ValueError(f"{gpus} must be a multiple of megatron tensor x pipeline x context parallel = {model_parallel}.")
+            raise ValueError(
+                f"{gpus} must be a multiple of megatron tensor x pipeline x context parallel = {model_parallel}."
+            )
         dp = n_gpus // model_parallel
     else:
         sp = int(actor.get("ulysses_sequence_parallel_size", 1) or 1)
         if n_gpus % sp:
-            raise ValueError(
-                f"actor_rollout_ref.actor.ulysses_sequence_parallel_size={sp} must divide the {gpus}."
-            )
+            raise ValueError(f"actor_rollout_ref.actor.ulysses_sequence_parallel_size={sp} must divide the {gpus}.")
         dp = n_gpus // sp
     if (mini * n) % dp:
         raise ValueError(
@@ -155,7 +158,9 @@ def check_batch_sizes(config) -> dict:
             )
         micro = actor.get("ppo_micro_batch_size_per_gpu")
         if micro is None:
-            raise ValueError("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu must be set when use_dynamic_bsz is false.")
+            raise ValueError(
+                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu must be set when use_dynamic_bsz is false."
+            )
         if ((mini * n) // dp) % micro:
             raise ValueError(
                 f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro} must divide the per-GPU mini-batch "
@@ -308,7 +313,10 @@ def describe(config, summary: dict, built: dict) -> str:
     if loss.loss_mode == "maspo":
         lines.append(
             "maspo              "
-            + " ".join(f"{key}={loss[key]}" for key in ("sigma_base", "alpha", "beta_pos", "beta_neg", "sigma_high", "adv_low", "adv_high"))
+            + " ".join(
+                f"{key}={loss[key]}"
+                for key in ("sigma_base", "alpha", "beta_pos", "beta_neg", "sigma_high", "adv_low", "adv_high")
+            )
         )
     lines += [
         f"gpus               {config.trainer.nnodes} node(s) x {config.trainer.n_gpus_per_node} = {summary['n_gpus']} "
@@ -343,6 +351,8 @@ def dry_run(config) -> str:
     """preflight + verl's validate_config + every dataclass; returns (and prints) the summary."""
     summary = preflight(config)
     built = build_dataclasses(config)
-    text = "[maspo_verl dry run] config composed, checks passed, dataclasses built:\n" + describe(config, summary, built)
+    text = "[maspo_verl dry run] config composed, checks passed, dataclasses built:\n" + describe(
+        config, summary, built
+    )
     print(text, flush=True)
     return text

@@ -85,7 +85,9 @@ def resolve_shaper(name: str, kwargs: Optional[Mapping], module: Optional[str], 
     kwargs = dict(kwargs or {})
     if name in (None, "", NO_SHAPER):
         if kwargs:
-            raise ValueError(f"{key_prefix}advantage_shaper_kwargs={kwargs} given, but no advantage_shaper is selected.")
+            raise ValueError(
+                f"{key_prefix}advantage_shaper_kwargs={kwargs} given, but no advantage_shaper is selected."
+            )
         return None, None
     spec = SHAPERS.get(name)
     if spec is None:

@@ -12,9 +12,17 @@ MASPO_METRICS = [
 ]
 
 # The authors' defaults (the papers; docs/algorithms.md), for the tests that check code and presets.
-MASPO_DEFAULTS = dict(sigma_base=1.0, alpha=0.3, beta_pos=0.03, beta_neg=0.03, sigma_high=10.0, adv_low=0.1, adv_high=10.0)
+MASPO_DEFAULTS = dict(
+    sigma_base=1.0, alpha=0.3, beta_pos=0.03, beta_neg=0.03, sigma_high=10.0, adv_low=0.1, adv_high=10.0
+)
 DAC_DEFAULTS = dict(eps_low=0.16, eps_high=0.2, clip_ratio_c=3.0)
 BAPO_DEFAULTS = dict(
-    rho0=0.5, c_low_start=0.6, c_low_max=0.9, c_high_start=1.2, c_high_max=3.0, step_low=0.05, step_high=0.05,
+    rho0=0.5,
+    c_low_start=0.6,
+    c_low_max=0.9,
+    c_high_start=1.2,
+    c_high_max=3.0,
+    step_low=0.05,
+    step_high=0.05,
     clip_ratio_c=3.0,
 )

@@ -26,12 +26,12 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from expected import BAPO_DEFAULTS as DOC_DEFAULTS
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from expected import BAPO_DEFAULTS as DOC_DEFAULTS
 from maspo_verl.algos.bapo import LOSS, BAPOParams, bapo_diagnostics, bapo_terms
 from maspo_verl.algos.common import prepare_inputs
 
@@ -498,7 +498,7 @@ def _gloo_worker(rank, world_size, port, cases, results):
             rows = slice(0, split) if rank == 0 else slice(split, None)
             calls = []
 
-            def reduce_sum(t):
+            def reduce_sum(t, calls=calls):
                 calls.append(1)
                 t = t.clone()
                 dist.all_reduce(t, group=group)
@@ -529,8 +529,10 @@ def test_choice_is_the_same_on_one_and_two_gloo_ranks():
         split = 0 if i == 1 else int(rng.integers(1, B))  # uneven shards; one rank empty in case 1
         cases.append((lp, old, adv, mask, p, split))
     # plus the hand-built 'moved' cases, split across the ranks
-    for pairs in ([(1.0, 1.0), (0.61, -1.0), (0.66, -1.0), (0.71, -1.0), (0.76, -1.0)],
-                  [(1.0, 1.0), (1.33, 1.0), (1.58, 1.0), (0.95, -1.0), (0.95, -1.0), (0.95, -1.0)]):
+    for pairs in (
+        [(1.0, 1.0), (0.61, -1.0), (0.66, -1.0), (0.71, -1.0), (0.76, -1.0)],
+        [(1.0, 1.0), (1.33, 1.0), (1.58, 1.0), (0.95, -1.0), (0.95, -1.0), (0.95, -1.0)],
+    ):
         lp, old, adv, mask = (x.reshape(-1, 1) for x in tokens(pairs))
         cases.append((lp, old, adv, mask, dict(DOC_DEFAULTS), 2))
 
@@ -556,7 +558,7 @@ def test_choice_is_the_same_on_one_and_two_gloo_ranks():
     for rank in (0, 1):
         assert not isinstance(got[rank], str), f"rank {rank} failed: {got[rank]}"
 
-    for k, (lp, old, adv, mask, p, split) in enumerate(cases):
+    for k, (lp, old, adv, mask, p, _split) in enumerate(cases):
         whole, *_ = run_torch(lp, old, adv, mask, p, grad=False)
         ref = np_reference(lp, old, adv, mask, p)
         r0, r1 = got[0][k], got[1][k]

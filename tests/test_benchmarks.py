@@ -11,7 +11,9 @@ def test_policy_loss_benchmark_runs_and_reports_every_loss(capsys):
 
     from maspo_verl.config import CONFIG_CLASSES
 
-    results = bench_policy_loss.main(["--device", "cpu", "--rows", "8", "--cols", "16", "--repeats", "2", "--warmup", "1", "--no-compile"])
+    results = bench_policy_loss.main(
+        ["--device", "cpu", "--rows", "8", "--cols", "16", "--repeats", "2", "--warmup", "1", "--no-compile"]
+    )
     every_loss = {"vanilla", "sapo", "gspo", "cispo", *CONFIG_CLASSES}
     assert set(results) == {f"{name}/eager" for name in every_loss}
     assert all(r["median_ms"] > 0 for r in results.values())

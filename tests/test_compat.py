@@ -45,7 +45,9 @@ def test_verl_still_calls_servers_where_we_look():
 def test_the_hf_server_answers_every_call_verl_makes_on_a_rollout_server(caller):
     for method, n_positional, keywords, var_keyword in remote_server_calls(VERL / caller):
         ours = getattr(HFRolloutServer, method, None)
-        assert ours is not None, f"assumption broken: verl ({caller}) calls server.{method}(), HFRolloutServer has no {method}"
+        assert ours is not None, (
+            f"assumption broken: verl ({caller}) calls server.{method}(), HFRolloutServer has no {method}"
+        )
         signature = inspect.signature(ours)
         try:
             signature.bind(None, *[None] * n_positional, **dict.fromkeys(keywords))

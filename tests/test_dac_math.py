@@ -20,12 +20,12 @@ import time
 
 import numpy as np
 import pytest
-from expected import DAC_DEFAULTS as DOC_DEFAULTS
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from expected import DAC_DEFAULTS as DOC_DEFAULTS
 from maspo_verl.algos.common import check_finite_where_valid, prepare_inputs
 from maspo_verl.algos.dac import LOSS, DACParams, dac_bounds, dac_diagnostics, dac_terms
 
@@ -223,8 +223,9 @@ def test_diagnostics_hand_computed():
     assert d["dual_clip_frac"] == pytest.approx(1 / 5)  # token 4 (A<0, r=4 > 3)
     assert d["bound_low_mean"] == pytest.approx(0.8, rel=1e-6)
     assert d["bound_high_mean"] == pytest.approx(0.5 + 0.5 * math.sqrt(1.8), rel=1e-6)
-    np.testing.assert_allclose(np_(terms.loss_mat), [[0.8, -0.5, -(0.5 + 0.5 * math.sqrt(1.8)), 1.5, 6.0, 0.0]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np_(terms.loss_mat), [[0.8, -0.5, -(0.5 + 0.5 * math.sqrt(1.8)), 1.5, 6.0, 0.0]], rtol=1e-6
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -414,8 +415,13 @@ def test_half_precision_inputs_are_upcast(dtype):
     assert terms.loss_mat.dtype == torch.float32 and lp_h.grad.dtype == dtype
     assert torch.isfinite(terms.loss_mat).all() and torch.isfinite(lp_h.grad).all()
     # exactly the float32 math on the half-rounded inputs
-    ref = np_reference(np_(lp_h), np_(old_h), np_(adv_h), mask & ~ambiguous(
-        np_reference(np_(lp_h), np_(old_h), np_(adv_h), mask, p), p), p)
+    ref = np_reference(
+        np_(lp_h),
+        np_(old_h),
+        np_(adv_h),
+        mask & ~ambiguous(np_reference(np_(lp_h), np_(old_h), np_(adv_h), mask, p), p),
+        p,
+    )
     v = ref["mask"]
     np.testing.assert_allclose(np_(terms.loss_mat)[v], ref["loss"][v], rtol=1e-5, atol=1e-30)
     grad_ref = torch.tensor(ref["grad"]).to(dtype).double().numpy()
@@ -500,8 +506,15 @@ def test_defaults_and_spec():
 
 @pytest.mark.parametrize(
     "key,value,allowed",
-    [("eps_low", 0.0, "(0, 0.25]"), ("eps_low", 0.26, "(0, 0.25]"), ("eps_low", -0.1, "(0, 0.25]"),
-     ("eps_high", 0.0, "> 0"), ("eps_high", -1.0, "> 0"), ("clip_ratio_c", 1.0, "> 1"), ("clip_ratio_c", 0.5, "> 1")],
+    [
+        ("eps_low", 0.0, "(0, 0.25]"),
+        ("eps_low", 0.26, "(0, 0.25]"),
+        ("eps_low", -0.1, "(0, 0.25]"),
+        ("eps_high", 0.0, "> 0"),
+        ("eps_high", -1.0, "> 0"),
+        ("clip_ratio_c", 1.0, "> 1"),
+        ("clip_ratio_c", 0.5, "> 1"),
+    ],
 )
 def test_params_out_of_range_raise(key, value, allowed):
     with pytest.raises(ValueError) as e:

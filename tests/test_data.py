@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-
 from fixtures import math_sources as fx
+
 from maspo_verl.data import math_sets as prep
 
 R1_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -119,7 +119,9 @@ def test_unknown_layout_names_file_and_columns(tmp_path):
     with pytest.raises(prep.LayoutError) as error:
         prep.prepare("minerva", tmp_path / "out", source=path, progress=False)
     message = str(error.value)
-    assert str(path) in message and "['label', 'text']" in message and "'question'" in message and "'solution'" in message
+    assert (
+        str(path) in message and "['label', 'text']" in message and "'question'" in message and "'solution'" in message
+    )
 
 
 def test_bad_inputs_are_named(tmp_path):

@@ -49,6 +49,7 @@ def run_calls(config, data, log_prob, slices, dp_size, dp_group):
     """verl's hooked ppo_loss over this rank's micro-batches; returns per-call bounds, losses, grad."""
     from verl.utils import tensordict_utils as tu
     from verl.workers.utils.losses import ppo_loss
+
     from verl_batch import flat_model_output
 
     tokens = int(data["response_mask"].sum())
@@ -90,7 +91,12 @@ def child(case: str) -> None:
     calls = run_calls(actor_config(), data, log_prob, slices, dp_size=2, dp_group=dp_group)
     grad = log_prob.grad
     dist.all_reduce(grad, group=dp_group)  # what FSDP/DDP do with the gradients (then / dp_size)
-    print("RESULT_JSON " + json.dumps({"calls": calls, "grad": (grad / 2).tolist(), "only_dp_group": bool(seen_groups) and all(seen_groups)}))
+    print(
+        "RESULT_JSON "
+        + json.dumps(
+            {"calls": calls, "grad": (grad / 2).tolist(), "only_dp_group": bool(seen_groups) and all(seen_groups)}
+        )
+    )
     dist.destroy_process_group()
 
 
@@ -103,8 +109,14 @@ def free_port() -> int:
 def run_two_ranks(case: str) -> list[dict]:
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
     procs = [
-        subprocess.Popen([sys.executable, __file__, case], env={**env, "RANK": str(rank)}, cwd=TESTS_DIR,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, __file__, case],
+            env={**env, "RANK": str(rank)},
+            cwd=TESTS_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
         for rank in range(2)
     ]
     outputs = []
@@ -130,6 +142,7 @@ def single_process_reference():
     config = actor_config()
     from verl.utils import tensordict_utils as tu
     from verl.workers.utils.losses import ppo_loss
+
     from verl_batch import flat_model_output
 
     tokens = int(data["response_mask"].sum())

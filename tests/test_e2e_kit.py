@@ -14,16 +14,17 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from expected import MASPO_METRICS
-
-from verl_config import compose_ours
-
 from maspo_verl.algos import LOSSES
 from maspo_verl.quickstart import REWARD, VAL_ACC
+from verl_config import compose_ours
 
 pytestmark = pytest.mark.e2e
 
-PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "algorithm").glob("*.yaml") if p.stem[0] != "_")
+PRESETS = sorted(
+    p.stem for p in (Path(__file__).parents[1] / "configs" / "algorithm").glob("*.yaml") if p.stem[0] != "_"
+)
 
 
 def run_trainer(out: Path, *overrides, entry="maspo_verl.main_ppo", env=None, kit="tiny_cpu") -> dict:

@@ -259,7 +259,10 @@ def test_reward_fn_override(tmp_path):
         " 'pred': solution_str}\n"
     )
     scorer = Scorer(f"{reward}:score")
-    assert scorer.resolve(["aime24", "maspo_kit/arith"]) == {"aime24": f"{reward}:score", "maspo_kit/arith": f"{reward}:score"}
+    assert scorer.resolve(["aime24", "maspo_kit/arith"]) == {
+        "aime24": f"{reward}:score",
+        "maspo_kit/arith": f"{reward}:score",
+    }
     result = scorer("aime24", "7", "7", {})
     assert (result.score, result.acc, result.correct, result.pred) == (2.0, 1.0, True, "7")
     with pytest.raises(EvalInputError, match="no function 'nope'"):
@@ -310,7 +313,10 @@ def test_summary_of_a_fixture_store_matches_the_estimators(tmp_path):
     records = [json.loads(line) for line in lines]
     store = SampleStore(tmp_path)
     store.records = {(r["problem_id"], r["sample"]): r for r in records}
-    problems = [Problem(pid, pid.split("/")[0], int(pid.split("/")[1]), [], "") for pid in dict.fromkeys(r["problem_id"] for r in records)]
+    problems = [
+        Problem(pid, pid.split("/")[0], int(pid.split("/")[1]), [], "")
+        for pid in dict.fromkeys(r["problem_id"] for r in records)
+    ]
     config = EvalConfig(model="m", data=[], out=str(tmp_path), k=4, n_bootstrap=500)
     summary = summarize(store, problems, config, {"backend": "hf", "temperature": 0.6, "top_p": 0.95, "top_k": -1,
                                                   "max_response_length": 16}, {})  # fmt: skip

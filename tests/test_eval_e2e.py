@@ -80,7 +80,9 @@ def test_k_samples_per_problem_scores_jsonl_and_summary(kit, held_out, tmp_path)
     # defaults are stored with the results (the DeepSeek-R1-Distill convention)
     settings = json.loads((out / "settings.json").read_text())["generation"]
     assert (settings["temperature"], settings["top_p"], settings["backend"]) == (0.6, 0.95, "hf")
-    assert json.loads((out / "summary.json").read_text())["benchmarks"]["maspo_kit/arith"]["avg_at_k"] == bench["avg_at_k"]
+    assert (
+        json.loads((out / "summary.json").read_text())["benchmarks"]["maspo_kit/arith"]["avg_at_k"] == bench["avg_at_k"]
+    )
     # same numbers as verl's own validation metric on these samples
     from verl.trainer.ppo.metric_utils import process_validation_metrics
 
@@ -141,7 +143,10 @@ def test_a_verl_checkpoint_is_merged_cached_and_evaluated(checkpoint, held_out, 
     # the merged weights are the trained ones, not the kit's starting point
     from safetensors.torch import load_file
 
-    trained, start = load_file(next(merged[0].glob("*.safetensors"))), load_file(next(kit.model_dir.glob("*.safetensors")))
+    trained, start = (
+        load_file(next(merged[0].glob("*.safetensors"))),
+        load_file(next(kit.model_dir.glob("*.safetensors"))),
+    )
     assert trained.keys() == start.keys() and any(not (trained[k] == start[k]).all() for k in trained)
     # a second evaluation (here given the step directory) reuses the merge
     from maspo_verl.eval.model import resolve_model

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from verl_batch import make_batch, run_ppo_loss
 
 from maspo_verl.algos.maspo import MASPOParams, maspo_token_loss
+from verl_batch import make_batch, run_ppo_loss
 
 pytestmark = pytest.mark.gpu
 

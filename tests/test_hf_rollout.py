@@ -76,7 +76,9 @@ def _prompt(server, text="3+4="):
 
 def _generate(server, prompts, **params):
     async def run():
-        return await asyncio.gather(*[server.generate(p, dict(params), request_id=str(i)) for i, p in enumerate(prompts)])
+        return await asyncio.gather(
+            *[server.generate(p, dict(params), request_id=str(i)) for i, p in enumerate(prompts)]
+        )
 
     return asyncio.run(run())
 

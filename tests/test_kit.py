@@ -97,7 +97,11 @@ def test_model_loads_and_answers(kit, tokenizer):
     assert model.generation_config.eos_token_id == tokenizer.eos_token_id
     assert model.generation_config.pad_token_id == tokenizer.pad_token_id
     ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "37+45="}], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        [{"role": "user", "content": "37+45="}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
     )
     output = model.generate(**ids, do_sample=False, max_new_tokens=6)
     answer = tokenizer.decode(output[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -123,7 +127,9 @@ def test_verl_dataset_reads_the_parquet(kit, tokenizer):
     from omegaconf import OmegaConf
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    config = OmegaConf.create({"max_prompt_length": 16, "filter_overlong_prompts": True, "cache_dir": str(kit.root / "verl_cache")})
+    config = OmegaConf.create(
+        {"max_prompt_length": 16, "filter_overlong_prompts": True, "cache_dir": str(kit.root / "verl_cache")}
+    )
     dataset = RLHFDataset(data_files=[str(kit.val_parquet)], tokenizer=tokenizer, config=config)
     assert len(dataset) == len(pd.read_parquet(kit.val_parquet))  # nothing filtered as too long
     item = dataset[0]
@@ -132,11 +138,21 @@ def test_verl_dataset_reads_the_parquet(kit, tokenizer):
 
 @pytest.mark.parametrize(
     "response, ground_truth, score",
-    [("82", "82", 1.0), (" 82\n", "82", 1.0), ("83", "82", 0.0), ("~82", "82", 0.0), ("82 82", "82", 0.0),
-     ("", "82", 0.0), ("8x2", "82", 0.0), ("182", "82", 0.0)],
+    [
+        ("82", "82", 1.0),
+        (" 82\n", "82", 1.0),
+        ("83", "82", 0.0),
+        ("~82", "82", 0.0),
+        ("82 82", "82", 0.0),
+        ("", "82", 0.0),
+        ("8x2", "82", 0.0),
+        ("182", "82", 0.0),
+    ],
 )
 def test_reward_scores_right_wrong_and_malformed(response, ground_truth, score):
-    assert compute_score(data_source=DATA_SOURCE, solution_str=response, ground_truth=ground_truth, extra_info={}) == score
+    assert (
+        compute_score(data_source=DATA_SOURCE, solution_str=response, ground_truth=ground_truth, extra_info={}) == score
+    )
 
 
 def test_reward_file_loads_the_way_verl_loads_it(kit):

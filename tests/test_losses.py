@@ -4,14 +4,13 @@ input checks, rollout IS weights, metric names, one host sync per call, and comp
 import pytest
 import torch
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
-from verl_batch import make_batch
-from verl_config import build_actor_config, compose_ours
 
 from maspo_verl.algos import LOSSES
 from maspo_verl.algos.common import prepare_inputs
 from maspo_verl.config import CONFIG_CLASSES, check_algorithm_config
-from maspo_verl.losses import loss_params
-from maspo_verl.losses import POLICY_LOSSES
+from maspo_verl.losses import POLICY_LOSSES, loss_params
+from verl_batch import make_batch
+from verl_config import build_actor_config, compose_ours
 
 NAMES = [spec.name for spec in LOSSES]
 SPECS = {spec.name: spec for spec in LOSSES}
@@ -73,9 +72,13 @@ def test_non_finite_input_at_a_valid_position_is_refused_by_name(name, field):
               "advantages": data["advantages"].clone(), "rollout_is_weights": weights}[field]  # fmt: skip
     target[0, 0] = float("nan")
     mask = data["response_mask"].bool()
-    inputs = dict(old_log_prob=data["old_log_probs"], log_prob=log_prob, advantages=data["advantages"], rollout_is_weights=weights)
+    inputs = dict(
+        old_log_prob=data["old_log_probs"], log_prob=log_prob, advantages=data["advantages"], rollout_is_weights=weights
+    )
     inputs[{"old_log_probs": "old_log_prob"}.get(field, field)] = target
-    with pytest.raises(ValueError, match=rf"{name} loss: {field.replace('old_log_probs', 'old_log_prob')} has 1 non-finite"):
+    with pytest.raises(
+        ValueError, match=rf"{name} loss: {field.replace('old_log_probs', 'old_log_prob')} has 1 non-finite"
+    ):
         POLICY_LOSSES[name](response_mask=mask, loss_agg_mode="token-mean", config=actor_config(name), **inputs)
 
 
@@ -87,7 +90,9 @@ def test_rollout_is_weights_scale_each_token(name):
     weights = torch.rand(mask.shape, generator=torch.Generator().manual_seed(1)) + 0.5
     weighted, _ = call(name, config, data, log_prob, rollout_is_weights=weights)
     spec = SPECS[name]
-    terms = spec.terms(prepare_inputs(log_prob.detach(), data["old_log_probs"], data["advantages"], mask), loss_params(spec, config))
+    terms = spec.terms(
+        prepare_inputs(log_prob.detach(), data["old_log_probs"], data["advantages"], mask), loss_params(spec, config)
+    )
     assert weighted.item() == pytest.approx((terms.loss_mat * weights * mask).sum().item(), rel=1e-5)
     plain, _ = call(name, config, data, log_prob)
     assert weighted.item() != pytest.approx(plain.item(), rel=1e-3)

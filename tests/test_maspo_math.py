@@ -21,12 +21,12 @@ import math
 
 import numpy as np
 import pytest
-from expected import MASPO_DEFAULTS as DOC_DEFAULTS
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from expected import MASPO_DEFAULTS as DOC_DEFAULTS
 from maspo_verl.algos.maspo import (
     MASPOParams,
     maspo_diagnostics,
@@ -250,7 +250,9 @@ def test_forward_matches_numpy_reference(seed, noise):
         assert np.all(loss[~v] == 0)
         # token-mean aggregation computed here from the code's loss_mat, vs the reference's
         scale = np.abs(ref["A"] * ref["rho"]).sum() / max(v.sum(), 1)
-        assert np_token_mean(loss, v) == pytest.approx(np_token_mean(ref["loss"], v), rel=1e-3, abs=1e-5 * scale + 1e-30)
+        assert np_token_mean(loss, v) == pytest.approx(
+            np_token_mean(ref["loss"], v), rel=1e-3, abs=1e-5 * scale + 1e-30
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -345,8 +347,15 @@ def test_conservative_quadrants_are_never_damped(seed):
 def test_soft_gate_only_ablation(seed):
     rng = np.random.default_rng(100 + seed)
     sb = float(10 ** rng.uniform(-1, 0.7))
-    p = dict(sigma_base=sb, alpha=0.0, beta_pos=0.0, beta_neg=0.0, sigma_high=sb * float(rng.uniform(1, 20)),
-             adv_low=float(rng.uniform(0.01, 1)), adv_high=float(rng.uniform(1, 20)))
+    p = dict(
+        sigma_base=sb,
+        alpha=0.0,
+        beta_pos=0.0,
+        beta_neg=0.0,
+        sigma_high=sb * float(rng.uniform(1, 20)),
+        adv_low=float(rng.uniform(0.01, 1)),
+        adv_high=float(rng.uniform(1, 20)),
+    )
     lp, old, adv, mask = random_case(rng, (8, 33), 1.0)
     adv = adv * 50  # large advantages too: the risk controller must stay off
     terms, *_ = run_torch(lp, old, adv, mask, MASPOParams(**p))
@@ -371,8 +380,14 @@ def test_huge_sigma_base_recovers_policy_gradient(sigma_high_factor):
     np.testing.assert_allclose(np_(lp_t.grad), np.where(mask, -adv * rho, 0), rtol=1e-5, atol=1e-30)
 
 
-@pytest.mark.parametrize("p", [dict(DOC_DEFAULTS), dict(DOC_DEFAULTS, sigma_base=0.2, alpha=0.7, beta_neg=0.3),
-                               dict(DOC_DEFAULTS, sigma_base=3.0, alpha=0.0, beta_pos=0.0)])
+@pytest.mark.parametrize(
+    "p",
+    [
+        dict(DOC_DEFAULTS),
+        dict(DOC_DEFAULTS, sigma_base=0.2, alpha=0.7, beta_neg=0.3),
+        dict(DOC_DEFAULTS, sigma_base=3.0, alpha=0.0, beta_pos=0.0),
+    ],
+)
 @pytest.mark.parametrize("old_log_prob", [-0.01, -2.0, -12.0])
 def test_gate_decreases_with_distance_in_aggressive_quadrants(p, old_log_prob):
     lr = np.linspace(0.0, 20.0, 401)
@@ -393,8 +408,14 @@ def test_gate_decreases_with_distance_in_aggressive_quadrants(p, old_log_prob):
         assert torch.all(terms.gate == 1.0)
 
 
-@pytest.mark.parametrize("p", [dict(DOC_DEFAULTS), dict(DOC_DEFAULTS, alpha=0.5, sigma_base=2.0, sigma_high=5.0),
-                               dict(DOC_DEFAULTS, alpha=1.0, sigma_base=0.3, sigma_high=30.0, beta_pos=0.5, beta_neg=0.5)])
+@pytest.mark.parametrize(
+    "p",
+    [
+        dict(DOC_DEFAULTS),
+        dict(DOC_DEFAULTS, alpha=0.5, sigma_base=2.0, sigma_high=5.0),
+        dict(DOC_DEFAULTS, alpha=1.0, sigma_base=0.3, sigma_high=30.0, beta_pos=0.5, beta_neg=0.5),
+    ],
+)
 def test_low_probability_tokens_get_wider_sigma(p):
     old = np.linspace(0.0, -40.0, 801)[None, :]  # q decreasing from 1 to 4e-18
     # Mass term alone: monotone non-increasing in q, within [sigma_base, sigma_high], and it
@@ -415,8 +436,9 @@ def test_low_probability_tokens_get_wider_sigma(p):
     # Through the loss with the risk factor fixed (same A on every token): same ordering.
     for a in (2.0, -2.0):
         shape = old.shape
-        terms, *_ = run_torch(old + 0.3, old, np.full(shape, a), np.ones(shape, bool), MASPOParams(**p),
-                              lp_requires_grad=False)
+        terms, *_ = run_torch(
+            old + 0.3, old, np.full(shape, a), np.ones(shape, bool), MASPOParams(**p), lp_requires_grad=False
+        )
         s = np_(terms.sigma_pos if a > 0 else terms.sigma_neg)[0]
         assert np.all(np.diff(s) >= 0) and s[-1] > s[0]
 
@@ -428,8 +450,14 @@ def test_mass_limiter_off_with_alpha_zero():
     np.testing.assert_allclose(m, 1.0, rtol=1e-7)
 
 
-@pytest.mark.parametrize("p", [dict(DOC_DEFAULTS), dict(DOC_DEFAULTS, beta_pos=0.5, beta_neg=0.5, adv_low=0.3, adv_high=3.0),
-                               dict(DOC_DEFAULTS, beta_pos=2.0, beta_neg=0.01, adv_low=1.0, adv_high=1.0)])
+@pytest.mark.parametrize(
+    "p",
+    [
+        dict(DOC_DEFAULTS),
+        dict(DOC_DEFAULTS, beta_pos=0.5, beta_neg=0.5, adv_low=0.3, adv_high=3.0),
+        dict(DOC_DEFAULTS, beta_pos=2.0, beta_neg=0.01, adv_low=1.0, adv_high=1.0),
+    ],
+)
 def test_risk_factor_matches_formula_and_clamps(p):
     A = np.concatenate([-np.logspace(3, -3, 200), [0.0], np.logspace(-3, 3, 200)])
     A32 = A.astype(np.float32).astype(np.float64)
@@ -661,8 +689,14 @@ def test_rollout_is_weights_multiply_the_loss():
     w[~mask] = np.nan  # padding may hold anything
     p = dict(DOC_DEFAULTS)
     lp_t = torch.tensor(lp, dtype=torch.float32, requires_grad=True)
-    terms = maspo_token_loss(lp_t, torch.tensor(old, dtype=torch.float32), torch.tensor(adv, dtype=torch.float32),
-                             torch.tensor(mask), MASPOParams(**p), rollout_is_weights=torch.tensor(w, dtype=torch.float32))
+    terms = maspo_token_loss(
+        lp_t,
+        torch.tensor(old, dtype=torch.float32),
+        torch.tensor(adv, dtype=torch.float32),
+        torch.tensor(mask),
+        MASPOParams(**p),
+        rollout_is_weights=torch.tensor(w, dtype=torch.float32),
+    )
     terms.loss_mat.sum().backward()
     ref = np_reference(lp, old, adv, mask, p)
     wz = np.where(mask, w, 0.0)
@@ -764,8 +798,13 @@ def test_params_non_numbers_raise(key, value):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(alpha=0.0, beta_pos=0.0, beta_neg=0.0), dict(sigma_base=2, sigma_high=2), dict(adv_low=1.0, adv_high=1.0),
-     dict(sigma_base=1e-6, adv_low=1e-9, adv_high=1e9, sigma_high=1e9), dict(alpha=np.float64(0.5))],
+    [
+        dict(alpha=0.0, beta_pos=0.0, beta_neg=0.0),
+        dict(sigma_base=2, sigma_high=2),
+        dict(adv_low=1.0, adv_high=1.0),
+        dict(sigma_base=1e-6, adv_low=1e-9, adv_high=1e9, sigma_high=1e9),
+        dict(alpha=np.float64(0.5)),
+    ],
 )
 def test_params_boundary_values_are_allowed(kwargs):
     p = MASPOParams(**kwargs)
@@ -874,10 +913,13 @@ def test_gate_keeps_its_precision_next_to_ratio_one():
     adv = np.array([[1.0, 1.0, -1.0]])
     old = np.full((1, 3), -1.0)
     terms = maspo_token_loss(
-        torch.tensor(old + log_ratio, dtype=torch.float64), torch.tensor(old, dtype=torch.float64),
-        torch.tensor(adv, dtype=torch.float32), torch.ones(1, 3, dtype=torch.bool), MASPOParams(**p),
+        torch.tensor(old + log_ratio, dtype=torch.float64),
+        torch.tensor(old, dtype=torch.float64),
+        torch.tensor(adv, dtype=torch.float32),
+        torch.ones(1, 3, dtype=torch.bool),
+        MASPOParams(**p),
     )
     # float32 rounding of old + log_ratio perturbs log_ratio itself by ~6e-8: take the value the code saw
     seen = terms.log_ratio.detach().double().numpy()
-    expected = np.exp(-np.expm1(seen) ** 2 / (2 * 1e-12))
+    expected = np.exp(-(np.expm1(seen) ** 2) / (2 * 1e-12))
     np.testing.assert_allclose(terms.gate.numpy(), expected, rtol=1e-4)

@@ -7,15 +7,15 @@ and defaults), not read back from the YAML files: a preset that drifts from its 
 from pathlib import Path
 
 import pytest
-from expected import BAPO_DEFAULTS, DAC_DEFAULTS
-from expected import MASPO_DEFAULTS as MASPO_PAPER
 import torch
 from omegaconf import OmegaConf
-from verl_batch import make_batch, run_ppo_loss
-from verl_config import build_actor_config, compose_ours, compose_stock
 
+from expected import BAPO_DEFAULTS, DAC_DEFAULTS
+from expected import MASPO_DEFAULTS as MASPO_PAPER
 from maspo_verl.algos import LOSSES
 from maspo_verl.config import check_algorithm_config
+from verl_batch import make_batch, run_ppo_loss
+from verl_config import build_actor_config, compose_ours, compose_stock
 
 ROOT = Path(__file__).parents[1]
 PRESETS = sorted(p.stem for p in (ROOT / "configs" / "algorithm").glob("*.yaml") if not p.stem.startswith("_"))
@@ -155,9 +155,7 @@ INVARIANT = [p for p in PRESETS if CHANGES.get(p, {}).get(PL + "loss_mode") != "
 @pytest.mark.parametrize("preset", INVARIANT)
 @pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-mean"])
 def test_micro_batches_add_up_to_the_mini_batch(preset, loss_agg_mode):
-    config = build_actor_config(
-        compose_ours(f"algorithm={preset}", LENGTH, f"{ACTOR}loss_agg_mode={loss_agg_mode}")
-    )
+    config = build_actor_config(compose_ours(f"algorithm={preset}", LENGTH, f"{ACTOR}loss_agg_mode={loss_agg_mode}"))
     data, log_prob = make_batch(seed=12, scale=0.5, padding=0.0)
     whole, _ = run_ppo_loss(config, data, log_prob, micro_batch_size=6)
     whole_grad = log_prob.grad.clone()

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import verl  # noqa: F401  (imports our plugin)
+from fixtures import math_sources as fx
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
-from fixtures import math_sources as fx
 from maspo_verl.preflight import check_batch_sizes, check_data, dry_run, preflight
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +132,11 @@ def test_dry_run_from_the_shell_like_a_user(data_dir, tiny_model_dir):
            "PYTHON": sys.executable, "LOGGERS": "console"}  # fmt: skip
     result = subprocess.run(
         ["bash", str(PAPER / "paper_1p5b_maspo.sh"), "trainer.total_training_steps=7"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[maspo_verl dry run] config composed, checks passed" in result.stdout
@@ -152,7 +156,9 @@ def paper_config(data_dir):
 def test_missing_train_file_is_named(paper_config, tmp_path):
     with open_dict(paper_config):
         paper_config.data.train_files = str(tmp_path / "nope.parquet")
-    with pytest.raises(FileNotFoundError, match=r"data.train_files: data file .*nope.parquet does not exist.*maspo_verl.data prepare"):
+    with pytest.raises(
+        FileNotFoundError, match=r"data.train_files: data file .*nope.parquet does not exist.*maspo_verl.data prepare"
+    ):
         preflight(paper_config)
 
 
@@ -161,7 +167,9 @@ def test_wrong_columns_are_named(paper_config, tmp_path):
     pd.DataFrame({"problem": ["1+1"], "answer": ["2"]}).to_parquet(path)
     with open_dict(paper_config):
         paper_config.data.val_files = [str(path)]
-    with pytest.raises(ValueError, match=r"data.val_files: .*raw.parquet lacks column\(s\) \['prompt', 'data_source', 'reward_model'\]"):
+    with pytest.raises(
+        ValueError, match=r"data.val_files: .*raw.parquet lacks column\(s\) \['prompt', 'data_source', 'reward_model'\]"
+    ):
         check_data(paper_config)
     pd.DataFrame({"prompt": ["1+1"], "data_source": ["x"], "reward_model": [{"ground_truth": "2"}]}).to_parquet(path)
     with pytest.raises(ValueError, match="column 'prompt' has type (large_)?string"):
@@ -181,18 +189,33 @@ def test_too_few_training_rows(paper_config):
     [
         ({"trainer.n_gpus_per_node": 6}, r"rollout.*= 2 must divide|must split evenly"),
         ({"trainer.n_gpus_per_node": 7}, r"must split evenly over the 7 data-parallel ranks"),
-        ({"actor_rollout_ref.actor.ppo_mini_batch_size": 48}, r"data.train_batch_size=512 must be a multiple of .*ppo_mini_batch_size=48"),
-        ({"actor_rollout_ref.actor.ppo_mini_batch_size": 1024}, r"ppo_mini_batch_size=1024 is not allowed: it must be <= data.train_batch_size=512"),
-        ({"trainer.nnodes": 2, "actor_rollout_ref.rollout.tensor_model_parallel_size": 16}, r"does not fit on one node of 8 GPUs"),
+        (
+            {"actor_rollout_ref.actor.ppo_mini_batch_size": 48},
+            r"data.train_batch_size=512 must be a multiple of .*ppo_mini_batch_size=48",
+        ),
+        (
+            {"actor_rollout_ref.actor.ppo_mini_batch_size": 1024},
+            r"ppo_mini_batch_size=1024 is not allowed: it must be <= data.train_batch_size=512",
+        ),
+        (
+            {"trainer.nnodes": 2, "actor_rollout_ref.rollout.tensor_model_parallel_size": 16},
+            r"does not fit on one node of 8 GPUs",
+        ),
         ({"actor_rollout_ref.actor.ppo_max_token_len_per_gpu": 4096}, r"ppo_max_token_len_per_gpu=4096 is too small"),
         ({"trainer.nnodes": 0}, r"trainer.nnodes=0 is not allowed: it must be a positive integer"),
         (
-            {"actor_rollout_ref.actor.use_dynamic_bsz": False, "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": 3},
+            {
+                "actor_rollout_ref.actor.use_dynamic_bsz": False,
+                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": 3,
+            },
             r"ppo_micro_batch_size_per_gpu=3 must divide the per-GPU mini-batch \(32 x 16 / 8 = 64",
         ),
         (
-            {"actor_rollout_ref.actor.use_dynamic_bsz": False, "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": 4,
-             "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": 48},
+            {
+                "actor_rollout_ref.actor.use_dynamic_bsz": False,
+                "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu": 4,
+                "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": 48,
+            },
             r"rollout.log_prob_micro_batch_size_per_gpu=48 must divide the per-GPU batch \(512 x 16 / 8 = 1024",
         ),
     ],
@@ -208,7 +231,10 @@ def test_batch_size_rules(paper_config, changes, message):
 def test_bad_reward_function_is_named(paper_config):
     with open_dict(paper_config):
         paper_config.reward.custom_reward_function.name = "no_such_function"
-    with pytest.raises(ValueError, match="reward.custom_reward_function.path=pkg://maspo_verl.rewards.math_score / name=no_such_function"):
+    with pytest.raises(
+        ValueError,
+        match="reward.custom_reward_function.path=pkg://maspo_verl.rewards.math_score / name=no_such_function",
+    ):
         preflight(paper_config)
 
 

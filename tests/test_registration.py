@@ -4,8 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 CHECK = (
     "import verl\n"
     "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY\n"

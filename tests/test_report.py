@@ -37,7 +37,12 @@ def test_benchmark_names_methods_and_sizes():
                                           "minerva_math", "OlympiadBench", "maspo_kit/arith")] == [
         "AIME24", "AIME25", "AMC23", "MATH500", "Minerva", "Olympiad", None]  # fmt: skip
     assert benchmark_column("math-ai/minervamath") == "Minerva"
-    assert [paper_method(x) for x in ("maspo-seed1", "GRPO", "clip_higher_7b", "mine")] == ["MASPO", "GRPO", "Clip Higher", None]
+    assert [paper_method(x) for x in ("maspo-seed1", "GRPO", "clip_higher_7b", "mine")] == [
+        "MASPO",
+        "GRPO",
+        "Clip Higher",
+        None,
+    ]
     assert infer_model_size("/ckpt/DeepSeek-R1-Distill-Qwen-1.5B/step100") == "1.5B"
     assert infer_model_size("Qwen-7B") == "7B" and infer_model_size("kit") is None
 
@@ -62,9 +67,14 @@ def test_table_has_our_rows_the_papers_rows_and_the_differences(report):
     ours = next(line for line in text.splitlines() if line.startswith("| maspo (ours, @8)"))
     assert f"{100 * aime['avg_at_k']:.1f}/{100 * aime['pass_at_k']['8']:.1f}" == ours.split("|")[2].strip()
     # the model path names the 7B model: the paper's 7B rows, labelled as the paper's
-    assert "| MASPO (paper, 7B, @32) | 53.2/82.4 | 42.9/73.2 | 91.4/95.0 | 86.0/94.7 | 39.3/58.6 | 58.0/74.9 | 61.8/79.8 |" in text
+    assert (
+        "| MASPO (paper, 7B, @32) | 53.2/82.4 | 42.9/73.2 | 91.4/95.0 | 86.0/94.7 | 39.3/58.6 | 58.0/74.9 | 61.8/79.8 |"
+        in text
+    )
     diff = next(line for line in text.splitlines() if line.startswith("| maspo minus paper MASPO"))
-    assert diff.split("|")[2].strip() == f"{100 * aime['avg_at_k'] - 53.2:+.1f}/{100 * aime['pass_at_k']['8'] - 82.4:+.1f}"
+    assert (
+        diff.split("|")[2].strip() == f"{100 * aime['avg_at_k'] - 53.2:+.1f}/{100 * aime['pass_at_k']['8'] - 82.4:+.1f}"
+    )
     assert "not comparable" in text  # k=8 here, the paper's 32
     assert "95% confidence intervals" in text and "| grpo (ours, @8)" in text
     table = json.loads((report / "table.json").read_text())
@@ -93,7 +103,12 @@ def test_curves_are_drawn_per_metric_with_seeds_as_mean_and_spread(report):
     assert val["mean"][at] == pytest.approx(np.mean([s[10] for s in seeds]))
     assert (val["min"][at], val["max"][at]) == (min(s[10] for s in seeds), max(s[10] for s in seeds))
     long_rows = list(csv.DictReader(open(report / "curves_long.csv")))
-    assert {(r["label"], r["seed"]) for r in long_rows} == {("grpo", "0"), ("grpo", "1"), ("maspo", "0"), ("maspo", "1")}
+    assert {(r["label"], r["seed"]) for r in long_rows} == {
+        ("grpo", "0"),
+        ("grpo", "1"),
+        ("maspo", "0"),
+        ("maspo", "1"),
+    }
     assert "![overview](curves/overview.png)" in (report / "report.md").read_text()
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from maspo_verl.rewards import compute_score, extract_answer, score_answer
-from maspo_verl.rewards import math_score
+from maspo_verl.rewards import compute_score, extract_answer, math_score, score_answer
 
 R1 = "<think>\nLet me work it out... maybe \\boxed{7}? No.\n</think>\n\n"
 
@@ -21,7 +20,11 @@ CASES = {
         (R1 + "I could not finish.", "25", False),  # missing
         ("<think>... \\boxed{25}</think> no final answer after thinking", "25", False),
     ],
-    "aime25": [(R1 + "\\boxed{336^\\circ}", "336", True), (R1 + "\\boxed{336}", "336", True), (R1 + "\\boxed{335}", "336", False)],
+    "aime25": [
+        (R1 + "\\boxed{336^\\circ}", "336", True),
+        (R1 + "\\boxed{336}", "336", True),
+        (R1 + "\\boxed{335}", "336", False),
+    ],
     "amc23": [(R1 + "\\boxed{27.0}", "27", True), (R1 + "\\boxed{-1}", "-1", True), (R1 + "\\boxed{1}", "-1", False)],
     "math500": [
         (R1 + "\\boxed{\\left(3, \\dfrac{\\pi}{2}\\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)", True),  # tuple
@@ -142,7 +145,9 @@ def test_loads_as_verls_custom_reward_function():
     )  # fmt: skip
     function = get_custom_reward_fn(config)
     assert function(data_source="minerva", solution_str="\\boxed{1.6}", ground_truth="1.6", extra_info={})["acc"]
-    assert function(data_source="minerva", solution_str="\\boxed{9}", ground_truth="1.6", extra_info={})["score"] == -1.0
+    assert (
+        function(data_source="minerva", solution_str="\\boxed{9}", ground_truth="1.6", extra_info={})["score"] == -1.0
+    )
 
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval-sources"
@@ -156,10 +161,16 @@ def test_real_golds_score_against_themselves_and_not_each_other(tmp_path):
                            ("math500", "dcpo/math500.parquet"), ("amc23", "qwen25-math/amc23.jsonl")]:  # fmt: skip
         frame = pd.read_parquet(prepare(name, tmp_path, source=REAL / relative, progress=False)["path"])
         golds = [row["ground_truth"] for row in frame["reward_model"]][:40]
-        failures = [gold for gold in golds if not score_answer(name, f"{R1}So the answer is \\boxed{{{gold}}}.", gold)["acc"]]
+        failures = [
+            gold for gold in golds if not score_answer(name, f"{R1}So the answer is \\boxed{{{gold}}}.", gold)["acc"]
+        ]
         assert failures == [], (name, failures[:5])
         shifted = golds[1:] + golds[:1]
-        accepted = [(g, s) for g, s in zip(golds, shifted) if normal(g) != normal(s) and score_answer(name, f"\\boxed{{{s}}}", g)["acc"]]
+        accepted = [
+            (g, s)
+            for g, s in zip(golds, shifted)
+            if normal(g) != normal(s) and score_answer(name, f"\\boxed{{{s}}}", g)["acc"]
+        ]
         assert accepted == [], (name, accepted[:5])
 
 

@@ -10,13 +10,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from verl_batch import make_batch, run_ppo_loss, token_entropy
-from verl_config import build_actor_config, compose_ours
 
 from maspo_verl import compat
 from maspo_verl.algos.entropy_adv import EntropyAdvParams, ShaperInputs, entropy_advantage
 from maspo_verl.config import BasePolicyLossConfig, check_algorithm_config
-from maspo_verl.shaping import SHAPERS, register_advantage_shaper, resolve_shaper
+from maspo_verl.shaping import SHAPERS, register_advantage_shaper
+from verl_batch import make_batch, run_ppo_loss, token_entropy
+from verl_config import build_actor_config, compose_ours
 
 PL = "actor_rollout_ref.actor.policy_loss."
 
@@ -80,7 +80,11 @@ def test_entropy_advantage_with_alpha_zero_changes_nothing():
 @pytest.mark.parametrize(
     "name, kwargs, message",
     [
-        ("entropyadv", {}, r"advantage_shaper='entropyadv' is not a registered advantage shaper\. Known: none, .*entropy_adv"),
+        (
+            "entropyadv",
+            {},
+            r"advantage_shaper='entropyadv' is not a registered advantage shaper\. Known: none, .*entropy_adv",
+        ),
         ("entropy_adv", {"kapa": 2}, r"Unknown setting .*advantage_shaper_kwargs\.kapa=2 .*Allowed keys: alpha, kappa"),
         ("entropy_adv", {"kappa": 1.0}, r"advantage_shaper_kwargs\.kappa=1\.0 is not allowed: .*> 1"),
         ("entropy_adv", {"alpha": -0.1}, r"advantage_shaper_kwargs\.alpha=-0\.1 is not allowed: .*>= 0"),
@@ -139,7 +143,9 @@ def test_the_hook_feeds_shaped_advantages_to_any_loss(preset):
             f"+{PL}advantage_shaper_kwargs.alpha=0.4", f"+{PL}advantage_shaper_kwargs.kappa=2.0",
         )
     )  # fmt: skip
-    plain_config = build_actor_config(compose_ours(f"algorithm={preset}", "actor_rollout_ref.actor.calculate_entropy=true"))
+    plain_config = build_actor_config(
+        compose_ours(f"algorithm={preset}", "actor_rollout_ref.actor.calculate_entropy=true")
+    )
     data, log_prob = make_batch(seed=21, scale=0.6, padding=0.0)
     entropy = token_entropy(data, seed=3)
     loss, metrics = run_ppo_loss(shaped_config, data, log_prob, micro_batch_size=3, entropy=entropy)
@@ -165,8 +171,9 @@ def test_without_a_shaper_the_hook_changes_nothing():
     hooked, _ = run_ppo_loss(config, data, log_prob, micro_batch_size=2)
     grad = log_prob.grad.clone()
     log_prob.grad = None
-    from verl_batch import flat_model_output
     from verl.utils import tensordict_utils as tu
+
+    from verl_batch import flat_model_output
 
     total = 0.0
     for start in range(0, 6, 2):
@@ -187,9 +194,10 @@ def test_missing_entropy_fails_loudly_not_silently():
 
 
 def _run_without_entropy(config, data, log_prob):
-    from verl_batch import flat_model_output
     from verl.utils import tensordict_utils as tu
     from verl.workers.utils.losses import ppo_loss
+
+    from verl_batch import flat_model_output
 
     tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(data["response_mask"].sum()), global_batch_size=6)
     ppo_loss(config, flat_model_output(data, log_prob), data)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from expected import MASPO_METRICS as EXPECTED_MASPO_METRICS
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -108,7 +109,6 @@ def make_rollout(vocab_size: int, seed: int = 0):
 def grpo_advantages(fields, uids):
     """The trainer's _compute_advantage: padded GRPO outcome advantages, written back jagged."""
     import numpy as np
-    import torch
     from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
     from verl.workers.utils.padding import response_to_nested
 
@@ -136,7 +136,6 @@ def with_extra_info(fields, **extra_info):
 
 
 def snapshot(module):
-    import torch
 
     return {
         name: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
@@ -147,6 +146,7 @@ def snapshot(module):
 def run_update_actor(model_dir: str, run: str) -> dict:
     """One v1-trainer step's worker calls (old log-probs, update_actor); returns what it saw."""
     from verl.trainer.ppo import core_algos
+
     from verl_config import compose_ours
 
     config = compose_ours(*overrides(model_dir, run))  # resolved, as TaskRunnerV1 does
@@ -175,6 +175,7 @@ def _one_step(config, calls: dict) -> dict:
     from verl.utils.py_functional import rename_dict
     from verl.workers.engine_workers import ActorRolloutRefWorker
     from verl.workers.utils.padding import response_from_nested
+
     from tiny_qwen import VOCAB_SIZE
 
     # the trainer's RayClassWithInitArgs(ActorRolloutRefWorker, config=config.actor_rollout_ref, ...)
@@ -220,9 +221,7 @@ def _one_step(config, calls: dict) -> dict:
     after = snapshot(module)
 
     worker_metrics = output["metrics"]
-    per_mini_batch = {
-        key: [float(v) for v in val] for key, val in worker_metrics.items() if isinstance(val, list)
-    }
+    per_mini_batch = {key: [float(v) for v in val] for key, val in worker_metrics.items() if isinstance(val, list)}
     logged = rename_dict(dict(worker_metrics), "actor/")  # the trainer's _update_actor
     logged["perf/mfu/actor"] = logged.pop("actor/mfu")
     logged = reduce_metrics(logged)
@@ -282,7 +281,11 @@ def runs(tiny_model_dir):
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, __file__, str(tiny_model_dir), *RUNS],
-        env=env, capture_output=True, text=True, timeout=300, cwd=TESTS_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=TESTS_DIR,
     )
     wall = time.perf_counter() - start
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT_JSON ")]
@@ -329,8 +332,10 @@ def test_no_nan_in_the_logged_metrics(runs):
 def test_the_gate_acts_once_the_policy_has_moved(runs):
     per_mini_batch = runs["maspo"]["worker_per_mini_batch"]
     kl = per_mini_batch["actor/ppo_kl"]
-    gated = [p + n for p, n in zip(per_mini_batch["actor/maspo/gated_frac_pos"],
-                                    per_mini_batch["actor/maspo/gated_frac_neg"])]
+    gated = [
+        p + n
+        for p, n in zip(per_mini_batch["actor/maspo/gated_frac_pos"], per_mini_batch["actor/maspo/gated_frac_neg"])
+    ]
     gate_mean = per_mini_batch["actor/maspo/gate_mean"]
     # mini-batch 1 is on-policy: rho == 1, nothing to gate
     assert gated[0] == 0 and gate_mean[0] == pytest.approx(1.0)

@@ -4,14 +4,14 @@ import pytest
 import torch
 from hydra.errors import InstantiationException
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
 from expected import MASPO_DEFAULTS as DEFAULTS
 from expected import MASPO_METRICS
-from verl_batch import make_batch, run_ppo_loss
-from verl_config import build_actor_config, compose_ours, compose_stock
-
 from maspo_verl.algos.maspo import MASPOParams, maspo_token_loss
 from maspo_verl.config import MASPOPolicyLossConfig, check_algorithm_config
 from maspo_verl.losses import compute_policy_loss_maspo
+from verl_batch import make_batch, run_ppo_loss
+from verl_config import build_actor_config, compose_ours, compose_stock
 
 METRICS = MASPO_METRICS + ["actor/ppo_kl"]
 
@@ -172,12 +172,21 @@ def test_rollout_is_weights_scale_each_token(maspo_actor_config):
     weights = torch.rand(data["advantages"].shape, generator=torch.Generator().manual_seed(0)) + 0.5
     mask = data["response_mask"].bool()
     plain, _ = compute_policy_loss_maspo(
-        old_log_prob=data["old_log_probs"], log_prob=log_prob, advantages=data["advantages"],
-        response_mask=mask, loss_agg_mode="token-sum", config=maspo_actor_config,
+        old_log_prob=data["old_log_probs"],
+        log_prob=log_prob,
+        advantages=data["advantages"],
+        response_mask=mask,
+        loss_agg_mode="token-sum",
+        config=maspo_actor_config,
     )
     weighted, _ = compute_policy_loss_maspo(
-        old_log_prob=data["old_log_probs"], log_prob=log_prob, advantages=data["advantages"],
-        response_mask=mask, loss_agg_mode="token-sum", config=maspo_actor_config, rollout_is_weights=weights,
+        old_log_prob=data["old_log_probs"],
+        log_prob=log_prob,
+        advantages=data["advantages"],
+        response_mask=mask,
+        loss_agg_mode="token-sum",
+        config=maspo_actor_config,
+        rollout_is_weights=weights,
     )
     terms = maspo_token_loss(log_prob.detach(), data["old_log_probs"], data["advantages"], mask, MASPOParams())
     assert weighted.item() == pytest.approx((terms.loss_mat * weights * mask).sum().item(), rel=1e-5)
@@ -190,12 +199,17 @@ def test_hyperparameters_from_the_config_reach_the_loss():
     losses = {}
     for sigma_base in ["0.05", "5.0"]:
         config = build_actor_config(
-            compose_ours(f"actor_rollout_ref.actor.policy_loss.sigma_base={sigma_base}",
-                         "actor_rollout_ref.actor.policy_loss.sigma_high=50")
+            compose_ours(
+                f"actor_rollout_ref.actor.policy_loss.sigma_base={sigma_base}",
+                "actor_rollout_ref.actor.policy_loss.sigma_high=50",
+            )
         )
         loss, metrics = compute_policy_loss_maspo(
-            old_log_prob=data["old_log_probs"], log_prob=log_prob, advantages=data["advantages"],
-            response_mask=mask, config=config,
+            old_log_prob=data["old_log_probs"],
+            log_prob=log_prob,
+            advantages=data["advantages"],
+            response_mask=mask,
+            config=config,
         )
         losses[sigma_base] = (loss.item(), metrics["actor/maspo/gate_mean"])
     # a tight region damps more than a wide one
@@ -206,15 +220,16 @@ def test_hyperparameters_from_the_config_reach_the_loss():
 def test_plain_policy_loss_config_means_the_defaults():
     """loss_mode=maspo with verl's own PolicyLossConfig (no MASPO fields): the defaults apply."""
     config = build_actor_config(
-        compose_stock(
-            "actor_rollout_ref.actor.policy_loss.loss_mode=maspo", "algorithm.adv_estimator=grpo"
-        )
+        compose_stock("actor_rollout_ref.actor.policy_loss.loss_mode=maspo", "algorithm.adv_estimator=grpo")
     )
     data, log_prob = make_batch(seed=5)
     mask = data["response_mask"].bool()
     loss, _ = compute_policy_loss_maspo(
-        old_log_prob=data["old_log_probs"], log_prob=log_prob, advantages=data["advantages"],
-        response_mask=mask, config=config,
+        old_log_prob=data["old_log_probs"],
+        log_prob=log_prob,
+        advantages=data["advantages"],
+        response_mask=mask,
+        config=config,
     )
     terms = maspo_token_loss(log_prob.detach(), data["old_log_probs"], data["advantages"], mask, MASPOParams())
     assert loss.item() == pytest.approx(((terms.loss_mat * mask).sum() / mask.sum()).item(), rel=1e-6)

@@ -25,7 +25,9 @@ def run(command, cwd, timeout=900, env=None):
         [str(part) for part in command], cwd=cwd, capture_output=True, text=True, timeout=timeout,
         env={key: value for key, value in (env or os.environ).items() if key != "PYTHONPATH"},
     )  # fmt: skip
-    assert result.returncode == 0, f"{' '.join(map(str, command))} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, command))} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    )
     return result
 
 

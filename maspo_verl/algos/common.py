@@ -158,9 +158,7 @@ def check_shapes(mask: torch.Tensor, label: str, **tensors: Optional[torch.Tenso
 def count_nonfinite(mask: torch.Tensor, **tensors: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Non-finite values at valid positions, per input, as 0-d tensors (no sync)."""
     return {
-        name: (~torch.isfinite(tensor.detach()) & mask).sum()
-        for name, tensor in tensors.items()
-        if tensor is not None
+        name: (~torch.isfinite(tensor.detach()) & mask).sum() for name, tensor in tensors.items() if tensor is not None
     }
 
 

@@ -142,7 +142,7 @@ def soft_gate(
     gate_pos = (advantages > 0) & moved_up
     gate_neg = (advantages < 0) & moved_down
     sigma = torch.where(advantages > 0, sigma_pos, sigma_neg)
-    gaussian = torch.exp(-torch.expm1(log_r) ** 2 / (2 * sigma**2)).clamp_min(torch.finfo(log_r.dtype).tiny)
+    gaussian = torch.exp(-(torch.expm1(log_r) ** 2) / (2 * sigma**2)).clamp_min(torch.finfo(log_r.dtype).tiny)
     gate = torch.where(gate_pos | gate_neg, gaussian, torch.ones_like(log_r))
     return gate, gate_pos, gate_neg
 

@@ -240,7 +240,9 @@ def pick_layout(spec: EvalSet, columns, where: str) -> Layout:
         if layout.columns() <= set(columns):
             return layout
     expected = "; ".join(f"{layout.name}: columns {sorted(layout.columns())}" for layout in spec.layouts)
-    raise LayoutError(f"{where}: unknown layout for {spec.name}. Expected one of [{expected}]; found columns {sorted(columns)}.")
+    raise LayoutError(
+        f"{where}: unknown layout for {spec.name}. Expected one of [{expected}]; found columns {sorted(columns)}."
+    )
 
 
 def _user_message(prompt) -> str:
@@ -312,7 +314,12 @@ def prepare_rows(spec: EvalSet, dataset, template: str, where: str, progress: bo
                 "extra_info": {"index": len(rows), "problem": problem, "answer": raw_answer, "source": where},
             }
         )
-    counts = {"rows_in": len(dataset), "rows_out": len(rows), "duplicates": len(dataset) - len(seen), "no_answer": empty}
+    counts = {
+        "rows_in": len(dataset),
+        "rows_out": len(rows),
+        "duplicates": len(dataset) - len(seen),
+        "no_answer": empty,
+    }
     return rows, counts
 
 
@@ -329,7 +336,9 @@ def write_parquet(rows: list, path: Path) -> None:
             ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
             (
                 "extra_info",
-                pa.struct([("index", pa.int64()), ("problem", pa.string()), ("answer", pa.string()), ("source", pa.string())]),
+                pa.struct(
+                    [("index", pa.int64()), ("problem", pa.string()), ("answer", pa.string()), ("source", pa.string())]
+                ),
             ),
         ]
     )
@@ -386,7 +395,9 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "list":
         for spec in SETS.values():
-            print(f"{spec.name:15s} {spec.hub_id or '(local file only)':35s} {spec.rows or '?':>6} problems  {spec.note}")
+            print(
+                f"{spec.name:15s} {spec.hub_id or '(local file only)':35s} {spec.rows or '?':>6} problems  {spec.note}"
+            )
         print(f"groups: all = {' '.join(GROUPS['all'])}; eval = {' '.join(GROUPS['eval'])}")
         return 0
     names = []

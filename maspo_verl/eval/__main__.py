@@ -41,18 +41,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=DEFAULT_TOP_P, help="DeepSeek-R1-Distill convention")
     p.add_argument("--top-k", type=int, default=-1, help="-1: no top-k")
     p.add_argument("--max-response-length", type=int, default=DEFAULT_MAX_RESPONSE_LENGTH, help="tokens")
-    p.add_argument("--backend", choices=["vllm", "hf"], default=None,
-                   help="verl rollout backend; default vllm when a GPU and vLLM are present, else hf")
+    p.add_argument(
+        "--backend",
+        choices=["vllm", "hf"],
+        default=None,
+        help="verl rollout backend; default vllm when a GPU and vLLM are present, else hf",
+    )
     p.add_argument("--dtype", default=None, help="default bfloat16 on GPU, float32 on CPU")
     p.add_argument("--tensor-parallel-size", type=int, default=1)
-    p.add_argument("--num-replicas", type=int, default=None, help="data-parallel replicas; default GPUs / TP (1 on CPU)")
+    p.add_argument(
+        "--num-replicas", type=int, default=None, help="data-parallel replicas; default GPUs / TP (1 on CPU)"
+    )
     p.add_argument("--max-num-seqs", type=int, default=256, help="concurrent requests per replica")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vllm only")
     p.add_argument("--seed", type=int, default=0, help="per-request seeds derive from it (honoured by vllm)")
-    p.add_argument("--chat-template-kwargs", type=json.loads, default={}, help='JSON, e.g. \'{"enable_thinking": true}\'')
+    p.add_argument(
+        "--chat-template-kwargs", type=json.loads, default={}, help="JSON, e.g. '{\"enable_thinking\": true}'"
+    )
     p.add_argument("--prompt-key", default="prompt")
-    p.add_argument("--reward-fn", default=None,
-                   help="PATH:NAME or module:NAME scoring every sample (default: by data_source, see docs)")
+    p.add_argument(
+        "--reward-fn",
+        default=None,
+        help="PATH:NAME or module:NAME scoring every sample (default: by data_source, see docs)",
+    )
     p.add_argument("--merge-cache", default=None, help="where merged checkpoints are cached")
     p.add_argument("--max-new-samples", type=int, default=None, help="generate at most this many samples, then stop")
     p.add_argument("--confidence", type=float, default=0.95)

@@ -86,7 +86,9 @@ def load_problems(paths: list, prompt_key: str = "prompt") -> list[Problem]:
                 raise EvalInputError(f"{where}: '{prompt_key}' must be a list of chat messages, got {messages!r:.200}")
             reward_model = plain(row["reward_model"])
             if not isinstance(reward_model, dict) or "ground_truth" not in reward_model:
-                raise EvalInputError(f"{where}: 'reward_model' must be a dict with 'ground_truth', got {reward_model!r:.200}")
+                raise EvalInputError(
+                    f"{where}: 'reward_model' must be a dict with 'ground_truth', got {reward_model!r:.200}"
+                )
             extra_info = plain(row.get("extra_info")) or {}
             if not isinstance(extra_info, dict):
                 extra_info = {}

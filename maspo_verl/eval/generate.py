@@ -115,7 +115,10 @@ class ReplicaPool:
         if ray.is_initialized():
             return
         env = {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN"}
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": bool(os.environ.get("MASPO_EVAL_RAY_LOGS"))}
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": bool(os.environ.get("MASPO_EVAL_RAY_LOGS")),
+        }
         if self.settings.ray_address:
             kwargs["address"] = self.settings.ray_address
         elif cuda_device_count() == 0:
@@ -146,8 +149,13 @@ class ReplicaPool:
         _POOLS_STARTED += 1
         suffix = f"eval{os.getpid()}x{_POOLS_STARTED}"
         self.replicas = [
-            replica_class(replica_rank=rank, config=config, model_config=model_config, gpus_per_node=gpus_per_node,
-                          name_suffix=suffix)  # fmt: skip
+            replica_class(
+                replica_rank=rank,
+                config=config,
+                model_config=model_config,
+                gpus_per_node=gpus_per_node,
+                name_suffix=suffix,
+            )  # fmt: skip
             for rank in range(self.settings.num_replicas)
         ]
         await asyncio.gather(*[replica.init_standalone() for replica in self.replicas])

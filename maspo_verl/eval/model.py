@@ -54,9 +54,11 @@ def _actor_dir(path: Path) -> Path | None:
             raise EvalInputError(f"{marker} points at step {step}, but {path} does not exist")
     if path.name.startswith("global_step_") and (path / "actor").is_dir():
         path = path / "actor"
-    if (path / "fsdp_config.json").is_file() or any(path.glob("model_world_size_*_rank_*.pt")) or (
-        path / "huggingface"
-    ).is_dir():
+    if (
+        (path / "fsdp_config.json").is_file()
+        or any(path.glob("model_world_size_*_rank_*.pt"))
+        or (path / "huggingface").is_dir()
+    ):
         return path
     return None
 
@@ -118,7 +120,9 @@ def check_model(path) -> tuple[Path, Path | None, str | None]:
         raise EvalInputError(f"model path not found: {path}")
     path = path.resolve()
     if not path.is_dir():
-        raise EvalInputError(f"--model must be a directory (Hugging Face model or verl checkpoint), got the file {path}")
+        raise EvalInputError(
+            f"--model must be a directory (Hugging Face model or verl checkpoint), got the file {path}"
+        )
     if (path / "config.json").is_file():
         if not _has_weights(path):
             raise EvalInputError(f"{path} has a config.json but no weights (*.safetensors / *.bin)")

@@ -168,7 +168,9 @@ def evaluate(config: EvalConfig, log=print) -> dict:
         sampling = {"temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k,
                     "max_tokens": config.max_response_length, "logprobs": False}  # fmt: skip
         asyncio.run(
-            _generate_all(settings, todo, by_id, prompts, sampling, config, store, scorer, tokenizer, eos_ids, done_before)
+            _generate_all(
+                settings, todo, by_id, prompts, sampling, config, store, scorer, tokenizer, eos_ids, done_before
+            )
         )
     store.close()
 
@@ -180,7 +182,9 @@ def evaluate(config: EvalConfig, log=print) -> dict:
     return summary
 
 
-async def _generate_all(settings, todo, by_id, prompts, sampling, config, store, scorer, tokenizer, eos_ids, done_before):
+async def _generate_all(
+    settings, todo, by_id, prompts, sampling, config, store, scorer, tokenizer, eos_ids, done_before
+):
     from tqdm import tqdm
 
     from maspo_verl.eval.generate import ReplicaPool
@@ -350,7 +354,9 @@ def summary_markdown(summary: dict) -> str:
     k = summary["k"]
     lines = []
     if not summary["complete"]:
-        lines.append(f"Incomplete: not every problem has k={k} samples yet (run again with the same settings to finish).")
+        lines.append(
+            f"Incomplete: not every problem has k={k} samples yet (run again with the same settings to finish)."
+        )
         for name, b in summary["benchmarks"].items():
             lines.append(f"- {name}: {b['samples']}/{b['samples_expected']} samples")
         return "\n".join(lines) + "\n"

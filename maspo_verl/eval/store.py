@@ -67,7 +67,9 @@ class SampleStore:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise EvalInputError(f"{self.samples_path} line {number} is not JSON ({exc}); remove it to resume")
+                raise EvalInputError(
+                    f"{self.samples_path} line {number} is not JSON ({exc}); remove it to resume"
+                ) from exc
             if record.get("fingerprint") != self.fingerprint:
                 raise EvalInputError(
                     f"{self.samples_path} line {number} was generated under other settings (fingerprint "

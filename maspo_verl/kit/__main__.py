@@ -8,7 +8,9 @@ from .build import build_kit
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m maspo_verl.kit", description=__doc__)
-    parser.add_argument("--out", default=None, help="kit directory (default: $MASPO_VERL_KIT_DIR or ~/.cache/maspo_verl/kit-<hash>)")
+    parser.add_argument(
+        "--out", default=None, help="kit directory (default: $MASPO_VERL_KIT_DIR or ~/.cache/maspo_verl/kit-<hash>)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for the split, the init and the warm start")
     parser.add_argument("--rebuild", action="store_true", help="build again even if a complete kit is there")
     parser.add_argument("--overrides", action="store_true", help="also print the Hydra overrides for main_ppo")

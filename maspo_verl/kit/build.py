@@ -91,7 +91,9 @@ def read_marker(root: Path) -> dict | None:
         return None
 
 
-def build_kit(root=None, seed: int = 0, settings: KitSettings | None = None, rebuild: bool = False, log=print) -> KitPaths:
+def build_kit(
+    root=None, seed: int = 0, settings: KitSettings | None = None, rebuild: bool = False, log=print
+) -> KitPaths:
     """Return the kit for ``settings`` (or default settings with ``seed``), building it if needed.
 
     ``root`` defaults to ``$MASPO_VERL_KIT_DIR`` or ``~/.cache/maspo_verl/kit-<fingerprint>``.
@@ -137,6 +139,8 @@ def write_kit(root: Path, settings: KitSettings, log) -> dict:
     model.save_pretrained(paths.model_dir)
     tokenizer.save_pretrained(paths.model_dir)
     info["build_seconds"] = round(time.perf_counter() - started, 1)
-    log(f"kit built in {info['build_seconds']}s: held-out accuracy greedy {info['val_accuracy_greedy']:.3f}, "
-        f"sampled {info['val_accuracy_sampled']:.3f}")
+    log(
+        f"kit built in {info['build_seconds']}s: held-out accuracy greedy {info['val_accuracy_greedy']:.3f}, "
+        f"sampled {info['val_accuracy_sampled']:.3f}"
+    )
     return info

@@ -21,7 +21,6 @@ from ..padding import left_pad
 from .reward import compute_score
 from .task import Problem, plausible_wrong_answers
 
-
 MAX_NEW_TOKENS = 8  # answers need at most 3 digits and eos; the rest shows runaway outputs
 
 
@@ -186,5 +185,7 @@ def sample_answers(model, tokenizer, problems: list[Problem], greedy: bool, seed
 def accuracy(model, tokenizer, problems: list[Problem], greedy: bool, seed: int = 0) -> float:
     """Fraction of problems the kit's reward function scores 1.0."""
     responses = sample_answers(model, tokenizer, problems, greedy, seed)
-    scores = [compute_score(solution_str=text, ground_truth=problem.answer) for text, problem in zip(responses, problems)]
+    scores = [
+        compute_score(solution_str=text, ground_truth=problem.answer) for text, problem in zip(responses, problems)
+    ]
     return sum(scores) / len(scores)

@@ -23,9 +23,7 @@ SPECIAL_TOKENS = [PAD_TOKEN, TURN_START_TOKEN, TURN_END_TOKEN]
 ROLE_NAMES = ["system", "user", "assistant"]
 
 # Qwen2's own pre-tokenization regex (transformers' Qwen2Tokenizer rebuilds with it).
-QWEN2_SPLIT_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
+QWEN2_SPLIT_REGEX = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 
 # Qwen2-style turns. Content may be a string or a list of {"type": "text"} parts
 # (verl's fallback rendering path sends the latter).

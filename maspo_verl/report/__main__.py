@@ -28,11 +28,20 @@ def _labelled(value: str) -> tuple[str | None, str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m maspo_verl.report", description=__doc__.splitlines()[0])
     p.add_argument("--eval", action="append", default=[], metavar="[LABEL=]DIR", help="an eval output dir (repeat)")
-    p.add_argument("--run", action="append", default=[], metavar="[LABEL=]LOG",
-                   help="a training log: verl file-logger .jsonl or TensorBoard dir/file (repeat; same LABEL = seeds)")
+    p.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="[LABEL=]LOG",
+        help="a training log: verl file-logger .jsonl or TensorBoard dir/file (repeat; same LABEL = seeds)",
+    )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--model-size", choices=["1.5B", "7B", "14B"], default=None,
-                   help="paper rows to show; default: inferred from the evaluated model's path")
+    p.add_argument(
+        "--model-size",
+        choices=["1.5B", "7B", "14B"],
+        default=None,
+        help="paper rows to show; default: inferred from the evaluated model's path",
+    )
     p.add_argument("--compare-to", default=None, help="paper method every row is compared with (default: by label)")
     p.add_argument("--smooth", type=int, default=1, help="moving-average window for per-step curves")
     p.add_argument("--title", default=None, help="title of the overview figure")

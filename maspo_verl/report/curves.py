@@ -127,7 +127,9 @@ def plot_curves(runs: dict[str, list[Series]], out_dir: Path, window: int = 1, t
     if chosen:
         cols = 3 if len(chosen) > 4 else 2
         rows = -(-len(chosen) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows + 0.8), layout="constrained", squeeze=False)
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(5.2 * cols, 3.6 * rows + 0.8), layout="constrained", squeeze=False
+        )
         for ax, panel in zip(axes.flat, chosen):
             _draw(ax, runs, panel, window, colors)
         for ax in list(axes.flat)[len(chosen) :]:

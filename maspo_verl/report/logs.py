@@ -28,10 +28,10 @@ def read_jsonl(path: Path) -> Series:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as exc:
             if number == len(lines):
                 break
-            raise ReportInputError(f"{path} line {number} is not JSON")
+            raise ReportInputError(f"{path} line {number} is not JSON") from exc
         if not isinstance(record, dict) or "step" not in record or not isinstance(record.get("data"), dict):
             raise ReportInputError(f"{path} line {number} is not verl file-logger format ({{'step', 'data'}})")
         for key, value in record["data"].items():

@@ -105,7 +105,9 @@ def table_markdown(table: dict) -> str:
         "Avg: unweighted mean of the six benchmarks (* = mean of the benchmarks present only; no difference shown).",
     ]
     if any(k != table["paper_k"] for k in ks):
-        notes.append(f"Note: k differs from the paper's {table['paper_k']}: Pass@k and the difference in it are not comparable.")
+        notes.append(
+            f"Note: k differs from the paper's {table['paper_k']}: Pass@k and the difference in it are not comparable."
+        )
     out += notes
     out += ["", "Avg@k with 95% confidence intervals (percentile bootstrap over problems):", ""]
     out += ["| run | " + " | ".join(BENCHMARKS) + " |", "|---" * (len(BENCHMARKS) + 1) + "|"]

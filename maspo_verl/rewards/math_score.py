@@ -363,8 +363,10 @@ def _answers_match(pred: str, gold: str, tolerant: bool, timeout: float) -> bool
             unmatched.remove(hit)
         if not undecided:
             return True
-    if gold_items and all(to_number(item) is not None for item in gold_items) and all(
-        to_number(item) is not None for item in pred_items
+    if (
+        gold_items
+        and all(to_number(item) is not None for item in gold_items)
+        and all(to_number(item) is not None for item in pred_items)
     ):
         return False  # plain numbers that did not match: nothing symbolic left to find
     return _symbolic_match(gold_items, pred_items, timeout)

@@ -62,7 +62,9 @@ class HFServerAdapter(BaseRollout):
         if wire_format != "named_tensors":
             raise NotImplementedError(f"hf rollout only accepts wire_format='named_tensors', got {wire_format!r}")
         if peft_config is not None:
-            raise NotImplementedError("hf rollout cannot load LoRA adapters; set actor_rollout_ref.model.lora.merge=True")
+            raise NotImplementedError(
+                "hf rollout cannot load LoRA adapters; set actor_rollout_ref.model.lora.merge=True"
+            )
         server = self._server()
         bucket_bytes = int(self.config.checkpoint_engine.update_weights_bucket_megabytes) << 20
         loaded = 0
