@@ -21,10 +21,17 @@ What a full ``python -m verl.trainer.main_ppo`` run on CPU needs besides this cl
   ``VERL_ENGINE_DEVICE=cuda`` (if unset) so the engine lookup finds them. The engine itself
   then uses ``get_device_name()`` == ``cpu`` for its tensors and meshes.
 * ``actor.strategy=fsdp2`` (FSDP1 fails on CPU) and ``attn_implementation=sdpa``.
+
+Two or more data-parallel ranks (``+kit=tiny_cpu_dp2``) need nothing else from the platform:
+every rank is its own Ray actor holding one logical ``GPU`` slot, all of them join one gloo
+group, FSDP2 shards the model over it, and the ``hf`` rollout starts one replica per rank.
+The platform does make one thing work that verl's reference worker needs on any number of
+ranks: see ``_never_pin_fsdp2_offload``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import types
@@ -146,28 +153,71 @@ class _CPUDeviceModule(types.ModuleType):
 _DEVICE_MODULE = _CPUDeviceModule()
 
 
-def _init_gloo_process_group_if_pending() -> None:
-    """Initialise the default process group with gloo when a verl worker is about to.
+def _accept_the_backend_string_verl_builds() -> None:
+    """Let ``torch.distributed.init_process_group`` take the backend string verl builds here.
 
-    verl builds its backend string as ``f"cpu:gloo,{device_name}:{backend}"``, which for a CPU
-    device is ``"cpu:gloo,cpu:gloo"`` and torch rejects the duplicate device type. Its
-    initialisers (``verl.utils.distributed.initialize_global_process_group[_ray]``) evaluate
-    this method first and skip ``init_process_group`` when a group already exists, so we
-    create the equivalent gloo group here, from the same environment (RANK, WORLD_SIZE,
-    MASTER_ADDR/PORT, DIST_INIT_METHOD). Outside a configured worker this does nothing.
+    verl's initialisers (``verl.utils.distributed.initialize_global_process_group`` and its
+    ``_ray`` twin, the SFT trainer's and the workers') pass ``f"cpu:gloo,{device}:{backend}"``,
+    which on this platform reads ``"cpu:gloo,cpu:gloo"``; torch rejects a device type named
+    twice. The wrapper drops exact repeats of a ``device:backend`` entry (a repeat that names
+    another backend still reaches torch and fails there), so both initialisers, and verl's
+    model merger, work unchanged. torch's own function is wrapped once, in processes that
+    selected this platform; every other call goes through untouched.
     """
     import torch.distributed as dist
 
-    if not dist.is_available() or dist.is_initialized():
+    if not dist.is_available() or getattr(dist.init_process_group, "_maspo_verl", False):
         return
-    if not all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
+    original = dist.init_process_group
+
+    @functools.wraps(original)
+    def init_process_group(*args, **kwargs):
+        if args and isinstance(args[0], str):
+            args = (_without_repeats(args[0]), *args[1:])
+        elif isinstance(kwargs.get("backend"), str):
+            kwargs["backend"] = _without_repeats(kwargs["backend"])
+        return original(*args, **kwargs)
+
+    init_process_group._maspo_verl = True
+    dist.init_process_group = init_process_group
+
+
+def _without_repeats(backend: str) -> str:
+    """ "cpu:gloo,cpu:gloo" -> "cpu:gloo"; anything else unchanged."""
+    return ",".join(dict.fromkeys(part.strip() for part in backend.split(",")))
+
+
+def _never_pin_fsdp2_offload() -> None:
+    """Make FSDP2's ``CPUOffloadPolicy`` leave host memory unpinned when nothing can pin it.
+
+    verl's FSDP2 engine wraps every forward-only model (the reference policy of a KL loss)
+    with ``CPUOffloadPolicy(pin_memory=True)``, whatever the engine config says. Page-locked
+    memory belongs to an accelerator's driver: on a host without one, ``fully_shard`` then
+    fails in ``Tensor.pin_memory()`` ("Cannot access accelerator device when none is
+    available"), so ``use_kl_loss=True`` could never start on CPU. Here the parameters already
+    live in host memory and pinning would buy nothing, so in a process that selected this
+    platform on such a host every ``CPUOffloadPolicy`` gets ``pin_memory=False``. verl binds
+    the class by name in several modules, so the class itself is adjusted (once, idempotent);
+    with an accelerator present nothing changes.
+    """
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and accelerator.is_available():
         return
-    dist.init_process_group(
-        backend="gloo",
-        rank=int(os.environ["RANK"]),
-        world_size=int(os.environ["WORLD_SIZE"]),
-        init_method=os.environ.get("DIST_INIT_METHOD") or None,
-    )
+    try:
+        from torch.distributed.fsdp import CPUOffloadPolicy
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        return
+    if getattr(CPUOffloadPolicy, "_maspo_verl_never_pinned", False):
+        return
+    original_init = CPUOffloadPolicy.__init__
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.pin_memory = False
+
+    CPUOffloadPolicy.__init__ = __init__
+    CPUOffloadPolicy._maspo_verl_never_pinned = True
 
 
 def _platform_class():
@@ -181,6 +231,8 @@ def _platform_class():
             # The FSDP engines are registered for cuda/npu only; the lookup honours this
             # override, while tensors and meshes still follow device_name == "cpu".
             os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")
+            _never_pin_fsdp2_offload()
+            _accept_the_backend_string_verl_builds()
 
         @property
         def device_name(self) -> str:
@@ -232,7 +284,6 @@ def _platform_class():
             return None, None
 
         def communication_backend_name(self) -> str:
-            _init_gloo_process_group_if_pending()
             return "gloo"
 
         def visible_devices_envvar(self) -> str:

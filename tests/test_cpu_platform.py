@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -68,25 +67,37 @@ def test_the_kit_preset_holds_the_cpu_essentials():
     assert config.actor_rollout_ref.rollout.name == "hf"
 
 
-def test_verl_initialises_a_gloo_group_on_cpu():
-    """verl's own initialiser builds 'cpu:gloo,cpu:gloo' (rejected by torch); the platform
-    initialises the gloo group first, so verl's call is skipped. Fresh process: no leftovers."""
-    code = textwrap.dedent(
-        """
-        import os, socket
-        os.environ.update(VERL_PLATFORM="cpu", RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0)); os.environ["MASTER_PORT"] = str(s.getsockname()[1])
-        from maspo_verl.cpu_platform import register_cpu_platform
-        register_cpu_platform()
-        import torch.distributed as dist
-        from verl.utils.distributed import initialize_global_process_group_ray
-        initialize_global_process_group_ray()
-        assert dist.get_backend() == "gloo", dist.get_backend()
-        t = __import__("torch").ones(2); dist.all_reduce(t); assert t.tolist() == [1.0, 1.0]
-        dist.destroy_process_group(); print("OK")
-        """
-    )
+INIT_CODE = """
+import os, socket
+os.environ.update(VERL_PLATFORM="cpu", RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0)); os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+from maspo_verl.cpu_platform import register_cpu_platform
+register_cpu_platform()
+import torch, torch.distributed as dist
+from verl.utils import distributed
+distributed.{initialiser}()
+distributed.initialize_global_process_group_ray()  # the Ray one skips an existing group
+assert dist.get_backend() == "cpu:gloo", dist.get_backend()
+t = torch.ones(2); dist.all_reduce(t); assert t.tolist() == [1.0, 1.0]
+dist.destroy_process_group(); print("OK")
+"""
+
+
+@pytest.mark.parametrize("initialiser", ["initialize_global_process_group", "initialize_global_process_group_ray"])
+def test_both_of_verls_initialisers_make_a_gloo_group_on_cpu(initialiser):
+    """verl builds the backend "cpu:gloo,cpu:gloo" (rejected by torch as it stands); the
+    non-Ray initialiser (verl's SFT trainer) calls init_process_group unconditionally, so the
+    platform must not create the group behind its back. Fresh process: no leftovers."""
     env = dict(os.environ, VERL_USE_EXTERNAL_PLUGINS="none")
+    code = INIT_CODE.replace("{initialiser}", initialiser)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_a_conflicting_repeat_still_reaches_torch():
+    from maspo_verl.cpu_platform import _without_repeats
+
+    assert _without_repeats("cpu:gloo,cpu:gloo") == "cpu:gloo"
+    assert _without_repeats("cpu:gloo,cuda:nccl") == "cpu:gloo,cuda:nccl"
+    assert _without_repeats("cpu:gloo,cpu:mpi") == "cpu:gloo,cpu:mpi"
