@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import queue as queue_module
-import socket
 import time
 from datetime import timedelta
 
@@ -32,8 +31,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from expected import BAPO_DEFAULTS as DOC_DEFAULTS
+from gloo_ranks import free_port
 from maspo_verl.algos.bapo import LOSS, BAPOParams, bapo_diagnostics, bapo_terms
 from maspo_verl.algos.common import prepare_inputs
+from numeric import assert_grad_matches, np_
 
 SHAPES = [(1, 1), (3, 7), (8, 33), (16, 128), (2, 1), (1, 50)]
 SEEDS = list(range(30))
@@ -202,16 +203,6 @@ def run_torch(lp, old, adv, mask, p, dtype=torch.float32, grad=True, reduce_sum=
     if grad:
         terms.loss_mat.sum().backward()
     return terms, lp_t, inputs
-
-
-def np_(t):
-    return t.detach().double().numpy()
-
-
-def assert_grad_matches(got, want, scale):
-    tol = 1e-5 * np.abs(want) + 1e-6 * scale + 1e-30
-    bad = ~(np.abs(got - want) <= tol)
-    assert not bad.any(), f"{bad.sum()} gradient entries differ: got {got[bad][:5]}, want {want[bad][:5]}"
 
 
 def check_against_reference(terms, lp_t, ref, grad=True):
@@ -475,12 +466,6 @@ def test_reduce_sum_result_drives_the_choice():
     assert float(terms.pos_share) == pytest.approx(together[1], rel=1e-6)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _gloo_worker(rank, world_size, port, cases, results):
     """One data-parallel rank: its shard of every case, bounds chosen over the gloo group."""
     try:
@@ -538,7 +523,7 @@ def test_choice_is_the_same_on_one_and_two_gloo_ranks():
 
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_gloo_worker, args=(rank, 2, port, cases, results), daemon=True) for rank in range(2)]
     for proc in procs:
         proc.start()

@@ -28,6 +28,7 @@ from hypothesis.extra import numpy as hnp
 from expected import DAC_DEFAULTS as DOC_DEFAULTS
 from maspo_verl.algos.common import check_finite_where_valid, prepare_inputs
 from maspo_verl.algos.dac import LOSS, DACParams, dac_bounds, dac_diagnostics, dac_terms
+from numeric import assert_grad_matches, np_
 
 SHAPES = [(1, 1), (3, 7), (8, 33), (16, 128), (2, 1), (1, 50)]
 NOISE_SCALES = [0.05, 0.5, 3.0]
@@ -139,16 +140,6 @@ def run_torch(lp, old, adv, mask, params, dtype=torch.float32, grad=True):
     if grad:
         terms.loss_mat.sum().backward()
     return terms, lp_t, inputs
-
-
-def np_(t):
-    return t.detach().double().numpy()
-
-
-def assert_grad_matches(got, want, scale):
-    tol = 1e-5 * np.abs(want) + 1e-6 * scale + 1e-30
-    bad = ~(np.abs(got - want) <= tol)
-    assert not bad.any(), f"{bad.sum()} gradient entries differ: got {got[bad][:5]}, want {want[bad][:5]}"
 
 
 def check_against_reference(terms, lp_t, ref, grad=True):

@@ -22,16 +22,14 @@ A negative control runs ``maspo`` with the global batch information dropped from
 for every mode. The ranks are subprocesses of this file; they print one JSON line each.
 """
 
-import json
 import os
-import socket
-import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+
+from gloo_ranks import print_result, run_ranks
 
 TESTS_DIR = Path(__file__).resolve().parent
 PRESETS = sorted(p.stem for p in (TESTS_DIR.parent / "configs" / "algorithm").glob("*.yaml") if p.stem[0] != "_")
@@ -150,43 +148,13 @@ def child() -> None:
         dist.all_reduce(reduced, group=dp_group)  # FSDP averages the gradients over the ranks
         reduced /= 2
         results[f"{case}|{mode}"] = {"loss": reduced[-1].item(), "grad": reduced[:-1].tolist(), "bounds": out["bounds"]}
-    print("RESULT_JSON " + json.dumps(results))
+    print_result(results)
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def two_ranks() -> list[dict]:
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, __file__],
-            env={**env, "RANK": str(rank)},
-            cwd=TESTS_DIR,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for rank in range(2)
-    ]
-    outputs = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=TIMEOUT_S)
-            lines = [line for line in out.splitlines() if line.startswith("RESULT_JSON ")]
-            assert proc.returncode == 0 and lines, f"rank failed:\n{out[-2000:]}\n{err[-4000:]}"
-            outputs.append(json.loads(lines[-1].removeprefix("RESULT_JSON ")))
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"a rank did not finish within {TIMEOUT_S} s")
-    finally:
-        for proc in procs:
-            proc.kill()
-    return outputs
+    return run_ranks(__file__, timeout=TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

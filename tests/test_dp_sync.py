@@ -7,15 +7,14 @@ Each rank runs this file as a script and prints JSON; the test fails (instead of
 a rank does not finish in time.
 """
 
-import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from gloo_ranks import print_result, run_ranks
 
 TESTS_DIR = Path(__file__).resolve().parent
 BATCH, PROMPT_LEN, RESP_LEN = 8, 4, 7
@@ -91,47 +90,12 @@ def child(case: str) -> None:
     calls = run_calls(actor_config(), data, log_prob, slices, dp_size=2, dp_group=dp_group)
     grad = log_prob.grad
     dist.all_reduce(grad, group=dp_group)  # what FSDP/DDP do with the gradients (then / dp_size)
-    print(
-        "RESULT_JSON "
-        + json.dumps(
-            {"calls": calls, "grad": (grad / 2).tolist(), "only_dp_group": bool(seen_groups) and all(seen_groups)}
-        )
-    )
+    print_result({"calls": calls, "grad": (grad / 2).tolist(), "only_dp_group": bool(seen_groups) and all(seen_groups)})
     dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_two_ranks(case: str) -> list[dict]:
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, __file__, case],
-            env={**env, "RANK": str(rank)},
-            cwd=TESTS_DIR,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for rank in range(2)
-    ]
-    outputs = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=TIMEOUT_S)
-            lines = [line for line in out.splitlines() if line.startswith("RESULT_JSON ")]
-            assert proc.returncode == 0 and lines, f"rank failed:\n{out[-2000:]}\n{err[-4000:]}"
-            outputs.append(json.loads(lines[-1].removeprefix("RESULT_JSON ")))
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"a rank did not finish within {TIMEOUT_S} s: the data-parallel sum hung ({case})")
-    finally:
-        for proc in procs:
-            proc.kill()
-    return outputs
+    return run_ranks(__file__, case, timeout=TIMEOUT_S, what=f"the data-parallel sum hung ({case})")
 
 
 @pytest.fixture(scope="module")

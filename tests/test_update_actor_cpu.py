@@ -16,7 +16,6 @@ The `vanilla` run (our `algorithm=grpo` preset) is the control: same batch, no M
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from expected import MASPO_METRICS as EXPECTED_MASPO_METRICS
+from gloo_ranks import free_port
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -255,12 +255,6 @@ def child_main(model_dir: str, runs: list) -> None:
 
 
 # ---------------------------------------------------------------- the tests (pytest side)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
