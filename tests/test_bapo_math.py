@@ -28,17 +28,15 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from expected import BAPO_DEFAULTS as DOC_DEFAULTS
 from gloo_ranks import free_port
 from maspo_verl.algos.bapo import LOSS, BAPOParams, bapo_diagnostics, bapo_terms
 from maspo_verl.algos.common import prepare_inputs
-from numeric import assert_grad_matches, np_
+from numeric import assert_grad_matches, f32, loss_inputs, np_
 
 SHAPES = [(1, 1), (3, 7), (8, 33), (16, 128), (2, 1), (1, 50)]
 SEEDS = list(range(30))
-f32 = lambda x: np.asarray(x, np.float64).astype(np.float32).astype(np.float64)  # noqa: E731
 
 
 # --------------------------------------------------------------------------------------
@@ -654,15 +652,6 @@ def valid_params(draw):
         step_high=max(draw(st.floats(0.001, 2.0)), (hi_max - hi) / 999),
         clip_ratio_c=draw(st.floats(1.001, 100.0)), upper_first=draw(st.booleans()),
     )  # fmt: skip
-
-
-@st.composite
-def loss_inputs(draw):
-    shape = draw(st.tuples(st.integers(1, 4), st.integers(1, 8)))
-    f = lambda lo, hi: hnp.arrays(np.float64, shape, elements=st.floats(lo, hi, width=32))  # noqa: E731
-    lr, old, adv = draw(f(-60, 60)), draw(f(-300, 0)), draw(f(-1e3, 1e3))
-    mask = draw(hnp.arrays(np.bool_, shape))
-    return f32(old + lr), old, adv, mask
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -23,12 +23,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from expected import DAC_DEFAULTS as DOC_DEFAULTS
 from maspo_verl.algos.common import check_finite_where_valid, prepare_inputs
 from maspo_verl.algos.dac import LOSS, DACParams, dac_bounds, dac_diagnostics, dac_terms
-from numeric import assert_grad_matches, np_
+from numeric import assert_grad_matches, f32, loss_inputs, np_
 
 SHAPES = [(1, 1), (3, 7), (8, 33), (16, 128), (2, 1), (1, 50)]
 NOISE_SCALES = [0.05, 0.5, 3.0]
@@ -95,7 +94,6 @@ def ambiguous(ref, p, rel=1e-5):
 # --------------------------------------------------------------------------------------
 # Input generation and running the code under test
 # --------------------------------------------------------------------------------------
-f32 = lambda x: np.asarray(x, np.float64).astype(np.float32).astype(np.float64)  # noqa: E731
 
 
 def random_params(rng):
@@ -455,15 +453,6 @@ def valid_params(draw):
         eps_high=draw(st.floats(1e-6, 1e3)),
         clip_ratio_c=draw(st.floats(1.0001, 1e4)),
     )
-
-
-@st.composite
-def loss_inputs(draw):
-    shape = draw(st.tuples(st.integers(1, 4), st.integers(1, 8)))
-    f = lambda lo, hi: hnp.arrays(np.float64, shape, elements=st.floats(lo, hi, width=32))  # noqa: E731
-    lr, old, adv = draw(f(-60, 60)), draw(f(-300, 0)), draw(f(-1e3, 1e3))
-    mask = draw(hnp.arrays(np.bool_, shape))
-    return f32(old + lr), old, adv, mask
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
