@@ -176,3 +176,20 @@ def test_real_golds_score_against_themselves_and_not_each_other(tmp_path):
 
 def normal(text):
     return math_score.normalize(text)
+
+
+def test_without_math_verify_the_scorer_refuses_to_load_with_the_install_line():
+    """Every symbolic check would silently score 0: refuse at import, where verl, the preflight
+    and the evaluator load the scorer, before any long work."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.util\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name == 'math_verify' else real(name, *a)\n"
+        "import maspo_verl.rewards\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "needs math-verify" in result.stderr and "pip install 'maspo-verl[math]'" in result.stderr

@@ -27,6 +27,7 @@ Entry points:
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import json
 import math
 import os
@@ -36,6 +37,15 @@ import select
 import subprocess
 import sys
 import threading
+
+# Without math-verify every symbolic check would score 0: a quietly wrong reward. Refuse at
+# import, which verl's reward loading, maspo_verl.preflight and the evaluator all do up front.
+MATH_VERIFY_MISSING = (
+    "maspo_verl.rewards needs math-verify for its symbolic checks, and it is not installed: "
+    "pip install 'maspo-verl[math]'"
+)
+if importlib.util.find_spec("math_verify") is None:
+    raise ImportError(MATH_VERIFY_MISSING)
 
 # Extracted answers longer than this, or nested deeper, are treated as malformed (score 0):
 # the longest gold answer of the six sets has ~250 characters and brace depth < 10.
