@@ -82,6 +82,16 @@ def test_non_finite_input_at_a_valid_position_is_refused_by_name(name, field):
         POLICY_LOSSES[name](response_mask=mask, loss_agg_mode="token-mean", config=actor_config(name), **inputs)
 
 
+NUMERIC_SETTINGS = [(spec.name, rule[0]) for spec in LOSSES for rule in spec.params.RULES if rule[2] != "true or false"]
+
+
+@pytest.mark.parametrize("name, key", NUMERIC_SETTINGS)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "0.5", True, None])
+def test_every_numeric_setting_refuses_a_non_number(name, key, value):
+    with pytest.raises(ValueError, match=rf"{key}={value!r} is not allowed: it must be a finite number"):
+        SPECS[name].params(**{key: value})
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_rollout_is_weights_scale_each_token(name):
     data, log_prob = make_batch(seed=34, scale=0.5)

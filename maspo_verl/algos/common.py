@@ -52,7 +52,7 @@ class Params:
         for name, allowed, description in self.RULES:
             value = getattr(self, name)
             if description == FLAG:
-                ok = isinstance(value, bool)
+                ok = allowed(self, value)
             else:
                 is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
                 ok = is_number and math.isfinite(value) and allowed(self, value)
