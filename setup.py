@@ -65,6 +65,7 @@ setup(
             "maspo-verl-data = maspo_verl.data.math_sets:main",
             "maspo-verl-eval = maspo_verl.eval.__main__:main",
             "maspo-verl-report = maspo_verl.report.__main__:main",
+            "maspo-verl-bench = maspo_verl.bench.__main__:cli",
         ],
     },
 )

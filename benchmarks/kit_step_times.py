@@ -7,11 +7,10 @@ verl's own `timing_s/*` metrics over the steps after the first (which includes w
 """
 
 import argparse
-import os
 import statistics
 from pathlib import Path
 
-from maspo_verl.quickstart import run_training, train_command
+from maspo_verl.quickstart import run_training, train_overrides
 
 PARTS = [
     "timing_s/gen",
@@ -33,9 +32,8 @@ def main(argv=None):
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     overrides = ["trainer.val_before_train=False", "trainer.test_freq=-1"]
-    command = train_command(args.algorithm, args.steps, out, overrides, kit=args.kit)
-    env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(out / "metrics.jsonl"))
-    records = [r for r in run_training(command, out, args.steps, env) if r["step"] > 1]
+    command = train_overrides(args.algorithm, args.steps, overrides, kit=args.kit)
+    records = [r for r in run_training(command, out, args.steps) if r["step"] > 1]
     print(f"kit={args.kit} algorithm={args.algorithm}: mean over steps 2..{args.steps} (seconds)")
     for part in PARTS:
         values = [r["data"][part] for r in records if part in r["data"]]

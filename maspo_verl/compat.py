@@ -20,6 +20,9 @@ assumption as soon as an installed verl differs, instead of failing later or sil
 * ``register_hydra_plugin``: Hydra finds search-path plugins by scanning the ``hydra_plugins``
   namespace package, which an editable install hides; ``Plugins.instance().register`` is
   Hydra's internal way in.
+* ``run_verl_main`` / ``release_placement_groups``: verl's ``main_ppo.main`` reuses an initialised
+  Ray session, and leaves the placement groups its workers reserved (Ray removes them only when
+  the job ends); several runs in one session release them in between.
 
 Elsewhere, and checked by ``tests/test_compat.py`` (each check names its assumption):
 the ``hf`` rollout server answers the calls verl's replica and LLM server manager make on
@@ -120,3 +123,30 @@ def register_hydra_plugin(plugin_class) -> None:
     from hydra.core.plugins import Plugins
 
     Plugins.instance().register(plugin_class)
+
+
+def run_verl_main(config) -> None:
+    """verl's own `main_ppo.main` on a composed config (a hydra.main function called with a
+    config runs on it directly); it reuses a Ray session that is already initialised."""
+    from verl.trainer.main_ppo import main as verl_main
+
+    verl_main(config)
+
+
+def release_placement_groups() -> int:
+    """Remove every live placement group of this Ray session, as a finished job would.
+
+    verl's workers reserve accelerator slots through placement groups owned by the job, which a
+    finished run does not remove; several runs in one session need them gone. Returns how many.
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    if not ray.is_initialized():
+        return 0
+    from ray._raylet import PlacementGroupID
+
+    live = [pg_id for pg_id, info in placement_group_table().items() if info["state"] in ("CREATED", "PENDING")]
+    for pg_id in live:
+        remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(pg_id)))
+    return len(live)

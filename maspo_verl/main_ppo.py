@@ -29,24 +29,32 @@ def use_cpu_platform_if_asked(config) -> None:
             os.environ.setdefault(key, value)
 
 
-@hydra.main(config_path="pkg://maspo_verl_configs", config_name="maspo_trainer", version_base=None)
-def main(config):
+def prepare(config) -> None:
+    """Everything done on the driver before verl takes over: checks, resolution, platform."""
     import maspo_verl
 
     maspo_verl.register()
     check_algorithm_config(config)
-    if os.environ.get(DRY_RUN_ENV) == "1":
-        OmegaConf.resolve(config)
-        dry_run(config)
-        return
     preflight(config)
     OmegaConf.resolve(config)
     use_cpu_platform_if_asked(config)
 
-    from verl.trainer.main_ppo import main as verl_main
 
-    # A hydra.main function called with a config runs on it directly.
-    verl_main(config)
+@hydra.main(config_path="pkg://maspo_verl_configs", config_name="maspo_trainer", version_base=None)
+def main(config):
+    if os.environ.get(DRY_RUN_ENV) == "1":
+        import maspo_verl
+
+        maspo_verl.register()
+        check_algorithm_config(config)
+        OmegaConf.resolve(config)
+        dry_run(config)
+        return
+    prepare(config)
+
+    from .compat import run_verl_main
+
+    run_verl_main(config)
 
 
 def cli() -> None:

@@ -11,14 +11,13 @@ model on a small synthetic task. What it does not show: anything about the paper
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from .launch import REWARD, RunFailed, run_process
+
 VAL_ACC = "val-core/maspo_kit/arith/acc/mean@1"
-REWARD = "critic/score/mean"
 PROGRESS = [  # (metric, label, format)
     (REWARD, "reward", "{:.2f}"),
     (VAL_ACC, "held-out acc", "{:.3f}"),
@@ -32,25 +31,9 @@ PROGRESS = [  # (metric, label, format)
 ]
 
 
-def train_command(algorithm: str, steps: int, out: Path, extra: list, kit: str = "tiny_cpu") -> list:
-    return [
-        sys.executable, "-m", "maspo_verl.main_ppo",
-        f"+kit={kit}",
-        f"algorithm={algorithm}",
-        f"trainer.total_training_steps={steps}",
-        "trainer.logger=[console,file]",
-        f"trainer.experiment_name=quickstart_{algorithm}",
-        f"trainer.default_local_dir={out / 'checkpoints'}",
-        *extra,
-    ]  # fmt: skip
-
-
-def read_new_steps(metrics_file: Path, seen: int) -> list:
-    """Complete JSON lines of verl's file logger past the first `seen` ones."""
-    if not metrics_file.exists():
-        return []
-    complete = metrics_file.read_text().split("\n")[:-1]  # the last piece is empty or still being written
-    return [json.loads(line) for line in complete[seen:]]
+def train_overrides(algorithm: str, steps: int, extra: list, kit: str = "tiny_cpu") -> list:
+    return [f"+kit={kit}", f"algorithm={algorithm}", f"trainer.total_training_steps={steps}",
+            f"trainer.experiment_name=quickstart_{algorithm}", *extra]  # fmt: skip
 
 
 def progress_line(record: dict, total_steps: int) -> str:
@@ -62,26 +45,15 @@ def progress_line(record: dict, total_steps: int) -> str:
     return "  ".join(parts)
 
 
-def run_training(command: list, out: Path, total_steps: int, env: dict) -> list:
-    """Run verl, echo each step as it lands in the metrics file; return all step records."""
-    metrics_file = out / "metrics.jsonl"
-    metrics_file.unlink(missing_ok=True)
-    log_path = out / "train.log"
-    records = []
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        while True:
-            finished = process.poll() is not None
-            for record in read_new_steps(metrics_file, len(records)):
-                records.append(record)
-                print(progress_line(record, total_steps), flush=True)
-            if finished:
-                break
-            time.sleep(0.5)
-    if process.returncode != 0:
-        tail = log_path.read_text().splitlines()[-40:]
-        sys.exit(f"training failed (exit {process.returncode}); last lines of {log_path}:\n" + "\n".join(tail))
-    return records
+def run_training(overrides: list, out: Path, total_steps: int) -> list:
+    """Run verl through the shared launcher, echo each step as it lands; return all step records."""
+    try:
+        result = run_process(
+            overrides, out, on_step=lambda record: print(progress_line(record, total_steps), flush=True)
+        )
+    except RunFailed as exc:
+        sys.exit(f"training failed: {exc}")
+    return result.records
 
 
 def series(records: list, key: str) -> tuple[list, list]:
@@ -149,9 +121,7 @@ def main(argv=None) -> dict:
     print(f"  {kit.root}: warm start held-out accuracy {kit.info['val_accuracy_sampled']:.3f} (sampled)")
 
     print(f"[2/3] training with algorithm={args.algorithm} through verl's main_ppo (log: {out / 'train.log'})")
-    env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(out / "metrics.jsonl"), PYTHONUNBUFFERED="1")
-    command = train_command(args.algorithm, args.steps, out, args.overrides)
-    records = run_training(command, out, args.steps, env)
+    records = run_training(train_overrides(args.algorithm, args.steps, args.overrides), out, args.steps)
 
     summary = summarize(records, args.algorithm, time.time() - start)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -65,15 +65,16 @@ def register_hydra_search_path() -> None:
     register_hydra_plugin(MaspoVerlSearchPathPlugin)
 
 
-def _kit_path(name: str) -> str:
+def _kit_path(name: str, task: str = "add") -> str:
     from .kit import build_kit
 
-    return str(getattr(build_kit(log=lambda msg: print(f"[maspo kit] {msg}", file=sys.stderr)), name))
+    kit = build_kit(task=task, log=lambda msg: print(f"[maspo kit] {msg}", file=sys.stderr))
+    return str(getattr(kit, name))
 
 
 def register_config_resolvers() -> None:
-    """`${maspo_kit:model_dir}` (train_parquet, val_parquet, reward_path): the tiny-model kit's
-    paths, built on first use. Registered in every verl process, since verl's TaskRunner
+    """`${maspo_kit:model_dir}` (train_parquet, val_parquet, reward_path, reward_name), or
+    `${maspo_kit:model_dir,chain}` for another kit task: the tiny-model kit's paths, built on first use. Registered in every verl process, since verl's TaskRunner
     resolves the config again on its side."""
     from omegaconf import OmegaConf
 

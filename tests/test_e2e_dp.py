@@ -20,7 +20,8 @@ import verl  # noqa: F401  (registers our plugin, the Hydra search path and the 
 from test_e2e_kit import run_trainer
 
 from expected import MASPO_METRICS
-from maspo_verl.quickstart import REWARD, VAL_ACC
+from maspo_verl.launch import REWARD
+from maspo_verl.quickstart import VAL_ACC
 
 KIT = "tiny_cpu_dp2"
 STALENESS = "training/off_policy/trajectory_staleness/max"
@@ -154,8 +155,8 @@ def test_two_ranks_train_and_validate_with_maspo(dp2_maspo_run):
 @pytest.mark.e2e
 def test_both_ranks_save_their_own_shard_of_the_model(dp2_maspo_run):
     out, _ = dp2_maspo_run
-    actor = out / "ckpt" / "global_step_2" / "actor"
-    assert (out / "ckpt" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+    actor = out / "checkpoints" / "global_step_2" / "actor"
+    assert (out / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
     shards = [torch.load(actor / f"model_world_size_2_rank_{rank}.pt", weights_only=False) for rank in range(2)]
     for rank in range(2):
         assert (actor / f"optim_world_size_2_rank_{rank}.pt").is_file()

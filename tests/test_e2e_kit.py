@@ -5,47 +5,29 @@ Each run is `python -m maspo_verl.main_ppo +kit=tiny_cpu ...` in a subprocess; t
 metrics come from verl's own file logger (the same numbers its console and trackers get).
 """
 
-import json
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import ONE_STEP_PRESETS
 
 from expected import MASPO_METRICS
 from maspo_verl.algos import LOSSES
-from maspo_verl.quickstart import REWARD, VAL_ACC
+from maspo_verl.launch import REWARD, RunFailed, run_process
+from maspo_verl.quickstart import VAL_ACC
 from verl_config import compose_ours
 
 pytestmark = pytest.mark.e2e
 
-PRESETS = sorted(
-    p.stem for p in (Path(__file__).parents[1] / "configs" / "algorithm").glob("*.yaml") if p.stem[0] != "_"
-)
-
 
 def run_trainer(out: Path, *overrides, entry="maspo_verl.main_ppo", env=None, kit="tiny_cpu") -> dict:
-    """Run one training job; return {step: metrics} from verl's file logger."""
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_file = out / "metrics.jsonl"
-    metrics_file.unlink(missing_ok=True)
-    command = [
-        sys.executable, "-m", entry, f"+kit={kit}",
-        "trainer.logger=[console,file]",
-        f"trainer.default_local_dir={out / 'ckpt'}",
-        *overrides,
-    ]  # fmt: skip
-    full_env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics_file), **(env or {}))
-    with open(out / "train.log", "w") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=full_env, timeout=900)
-    if result.returncode != 0:
-        tail = "\n".join((out / "train.log").read_text().splitlines()[-60:])
-        pytest.fail(f"{' '.join(command)} exited {result.returncode}:\n{tail}")
-    records = [json.loads(line) for line in metrics_file.read_text().splitlines()]
-    return {record["step"]: record["data"] for record in records}
+    """Run one training job in its own process; return {step: metrics} from verl's file logger."""
+    try:
+        result = run_process([f"+kit={kit}", *overrides], out, entry=entry, env=env, timeout=900)
+    except RunFailed as exc:
+        pytest.fail(str(exc))
+    return result.steps()
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +83,7 @@ def test_several_off_policy_updates_per_step(maspo_run):
 
 def test_checkpoint_is_saved_and_a_resumed_run_continues_from_it(maspo_run):
     out, _ = maspo_run
-    ckpt = out / "ckpt"
+    ckpt = out / "checkpoints"
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
     assert (ckpt / "global_step_3" / "actor").is_dir()
     resumed = run_trainer(
@@ -126,12 +108,12 @@ def preset_loss(preset: str) -> tuple[str, str | None]:
     return policy_loss.loss_mode, f"actor/{policy_loss.loss_mode}/" if policy_loss.loss_mode in ours else None
 
 
-# maspo runs above; dapo has its own test below
-@pytest.mark.parametrize("preset", [p for p in PRESETS if p not in ("maspo", "dapo")])
-def test_one_step_of_every_other_preset(preset, tmp_path):
-    steps = run_trainer(
-        tmp_path, f"algorithm={preset}", "trainer.total_training_steps=1", "trainer.val_before_train=False"
-    )
+@pytest.mark.parametrize("preset", ONE_STEP_PRESETS)
+def test_one_step_of_every_other_preset(preset, one_step_runs):
+    outcome, _ = one_step_runs[preset]
+    if isinstance(outcome, RunFailed):
+        pytest.fail(str(outcome))
+    steps = outcome.steps()
     assert sorted(steps) == [1]
     data = steps[1]
     assert REWARD in data and math.isfinite(data["actor/pg_loss"])

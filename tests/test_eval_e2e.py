@@ -5,8 +5,6 @@ one and removes only its own actors); `python -m maspo_verl.eval` starts its own
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -118,18 +116,15 @@ def test_interrupted_and_resumed_equals_one_run(kit, held_out, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A real verl checkpoint: one GRPO step of the kit through maspo_verl.main_ppo, saved."""
-    out = tmp_path_factory.mktemp("train")
-    command = [sys.executable, "-m", "maspo_verl.main_ppo", "+kit=tiny_cpu", "algorithm=grpo",
-               "trainer.total_training_steps=1", "trainer.save_freq=1", "trainer.test_freq=-1",
-               "trainer.val_before_train=False", "trainer.logger=[console]",
-               f"trainer.default_local_dir={out / 'ckpt'}"]  # fmt: skip
-    with open(out / "train.log", "w") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=900, env=dict(os.environ))
-    if result.returncode != 0:
-        pytest.fail("training failed:\n" + "\n".join((out / "train.log").read_text().splitlines()[-40:]))
-    return out / "ckpt"
+def checkpoint(one_step_runs):
+    """A real verl checkpoint: one GRPO step of the kit through maspo_verl.main_ppo, saved
+    (conftest.py's shared session of one-step runs)."""
+    from maspo_verl.launch import RunFailed
+
+    outcome, out = one_step_runs["grpo"]
+    if isinstance(outcome, RunFailed):
+        pytest.fail(f"training failed:\n{outcome}")
+    return out / "checkpoints"
 
 
 def test_a_verl_checkpoint_is_merged_cached_and_evaluated(checkpoint, held_out, tmp_path, kit):

@@ -18,10 +18,10 @@ import torch
 from transformers import GenerationConfig, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
 from ..padding import left_pad
-from .reward import compute_score
-from .task import Problem, plausible_wrong_answers
+from . import reward
+from .task import Problem
 
-MAX_NEW_TOKENS = 8  # answers need at most 3 digits and eos; the rest shows runaway outputs
+MAX_NEW_TOKENS = 8  # the addition task's answers need at most 3 digits and eos; the rest shows runaway outputs
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,9 @@ def make_model(tokenizer: PreTrainedTokenizerBase, shape: ModelShape) -> Qwen2Fo
     return Qwen2ForCausalLM(config)
 
 
-def generation_config(tokenizer: PreTrainedTokenizerBase, greedy: bool = False) -> GenerationConfig:
+def generation_config(
+    tokenizer: PreTrainedTokenizerBase, greedy: bool = False, max_new_tokens: int = MAX_NEW_TOKENS
+) -> GenerationConfig:
     """Stop at ``<|im_end|>`` and pad with ``<|endoftext|>``, as Qwen2 checkpoints do.
 
     The sampling variant is plain temperature-1 sampling (no top-k/top-p), the
@@ -78,9 +80,9 @@ def generation_config(tokenizer: PreTrainedTokenizerBase, greedy: bool = False) 
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
     if greedy:
-        return GenerationConfig(do_sample=False, max_new_tokens=MAX_NEW_TOKENS, **special_ids)
+        return GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, **special_ids)
     return GenerationConfig(
-        do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=MAX_NEW_TOKENS, **special_ids
+        do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens, **special_ids
     )
 
 
@@ -96,7 +98,7 @@ HEDGE_MARK = "~"
 
 def candidate_targets(problem: Problem) -> list[str]:
     """What the noisy teacher may say: the answer, the hedged answer, then the near misses."""
-    return [problem.answer, HEDGE_MARK + problem.answer] + plausible_wrong_answers(problem)
+    return [problem.target, HEDGE_MARK + problem.target] + problem.wrong_targets()
 
 
 def encode_sft_examples(tokenizer: PreTrainedTokenizerBase, problems: list[Problem]):
@@ -173,19 +175,26 @@ def warm_start(model, tokenizer, problems: list[Problem], recipe: WarmStartRecip
 
 
 @torch.no_grad()
-def sample_answers(model, tokenizer, problems: list[Problem], greedy: bool, seed: int = 0) -> list[str]:
+def sample_answers(
+    model, tokenizer, problems: list[Problem], greedy: bool, seed: int = 0, max_new_tokens: int = MAX_NEW_TOKENS
+) -> list[str]:
     """One decoded response per problem (special tokens dropped, as verl's reward loop does)."""
     ids, mask = left_pad(prompt_token_ids(tokenizer, problems), tokenizer.pad_token_id)
-    config = generation_config(tokenizer, greedy)
+    config = generation_config(tokenizer, greedy, max_new_tokens)
     torch.manual_seed(seed)
     output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     return tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)
 
 
-def accuracy(model, tokenizer, problems: list[Problem], greedy: bool, seed: int = 0) -> float:
-    """Fraction of problems the kit's reward function scores 1.0."""
-    responses = sample_answers(model, tokenizer, problems, greedy, seed)
-    scores = [
-        compute_score(solution_str=text, ground_truth=problem.answer) for text, problem in zip(responses, problems)
-    ]
-    return sum(scores) / len(scores)
+def accuracy(
+    model, tokenizer, problems: list[Problem], greedy: bool, seed: int = 0, task: str = "add", samples: int = 1
+) -> float:
+    """Fraction of ``samples`` responses per problem that the task's reward function scores 1.0."""
+    from .tasks import get_task
+
+    kit_task = get_task(task)
+    score = getattr(reward, kit_task.reward_name)
+    repeated = [problem for problem in problems for _ in range(samples)]
+    responses = sample_answers(model, tokenizer, repeated, greedy, seed, kit_task.max_response_tokens)
+    scores = [score(solution_str=text, ground_truth=problem.answer) for text, problem in zip(responses, repeated)]
+    return sum(s["acc"] if isinstance(s, dict) else s for s in scores) / len(scores)

@@ -31,6 +31,14 @@ class Problem:
     def answer(self) -> str:
         return str(self.left + self.right)
 
+    @property
+    def target(self) -> str:
+        """The response the warm start is taught: just the sum."""
+        return self.answer
+
+    def wrong_targets(self) -> list[str]:
+        return plausible_wrong_answers(self)
+
 
 def all_problems() -> list[Problem]:
     """Every ordered pair of operands, in a fixed order (the split shuffles)."""
@@ -56,10 +64,10 @@ def plausible_wrong_answers(problem: Problem) -> list[str]:
     return [str(value) for value in sorted(near_misses) if value >= 0]
 
 
-def to_verl_row(problem: Problem, split: str, index: int) -> dict:
-    """One row in the column layout verl's RLHFDataset and reward loop read."""
+def to_verl_row(problem, split: str, index: int, data_source: str = DATA_SOURCE) -> dict:
+    """One row in the column layout verl's RLHFDataset and reward loop read (any kit task's problem)."""
     return {
-        "data_source": DATA_SOURCE,
+        "data_source": data_source,
         "prompt": [{"role": "user", "content": problem.question}],
         "ability": ABILITY,
         "reward_model": {"style": "rule", "ground_truth": problem.answer},
@@ -67,7 +75,7 @@ def to_verl_row(problem: Problem, split: str, index: int) -> dict:
     }
 
 
-def write_parquet(problems: list[Problem], split: str, path: str) -> None:
+def write_parquet(problems: list, split: str, path: str, data_source: str = DATA_SOURCE) -> None:
     """Write one split as a verl parquet file."""
-    rows = [to_verl_row(problem, split, index) for index, problem in enumerate(problems)]
+    rows = [to_verl_row(problem, split, index, data_source) for index, problem in enumerate(problems)]
     pd.DataFrame(rows).to_parquet(path, index=False)

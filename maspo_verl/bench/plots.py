@@ -1,0 +1,122 @@
+"""The sweep's PNGs: one figure per regime, one curve per preset (mean over seeds, band from the
+lowest to the highest seed), drawn with the report's own aggregation (maspo_verl/report/curves.py).
+
+Panels: held-out accuracy (verl's validation, mean@n at T=1), training reward, policy entropy,
+the share of tokens clipped or damped, and a bar chart of the final accuracy with its spread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..report.curves import aggregate
+from .summary import REWARD, damped_share, read_steps
+
+ENTROPY = "actor/entropy"
+DAMPED = "damped share"
+PANELS = [  # (series key, title, y label, sparse)
+    ("held-out", "held-out accuracy (verl validation, T=1)", "accuracy", True),
+    (REWARD, "training reward (mean over rollouts)", "reward", False),
+    (ENTROPY, "policy entropy", "nats / token", False),
+    (DAMPED, "tokens clipped or damped (gated for MASPO)", "share of tokens", False),
+]
+SMOOTH = 3  # steps averaged in the dense panels; validation points are drawn as they are
+
+
+def run_series(run_dir: Path, figures: dict) -> dict:
+    """metric -> {step: value} for one run: the held-out curve and the dense per-step metrics."""
+    steps = read_steps(run_dir / "metrics.jsonl")
+    series = {"held-out": {int(step): point[0] for step, point in figures["curve"].items()}}
+    for key in (REWARD, ENTROPY):
+        series[key] = {step: data[key] for step, data in steps.items() if key in data}
+    series[DAMPED] = {step: share for step, data in steps.items() if (share := damped_share(data)) is not None}
+    return series
+
+
+def plot_regime(regime: str, block: dict, out: Path, plot_path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    presets = list(block["presets"])
+    groups = {
+        preset: [
+            run_series(out / regime / preset / f"seed{seed}", figures)
+            for seed, figures in block["runs"].get(preset, {}).items()
+        ]  # fmt: skip
+        for preset in presets
+    }
+    colors = preset_colors(presets, plt)
+    fig, axes = plt.subplots(2, 3, figsize=(17, 10), layout="constrained")
+    for ax, (key, title, ylabel, sparse) in zip(axes.flat, PANELS):
+        for preset in presets:
+            agg = aggregate(groups[preset], key, 1 if sparse else SMOOTH) if groups[preset] else None
+            if agg is None:
+                continue
+            bold = preset in EMPHASIS
+            ax.plot(agg["step"], agg["mean"], color=colors[preset], label=preset, marker="o" if sparse else None,
+                    markersize=3, linewidth=2.6 if bold else 1.1, zorder=3 if bold else 2)  # fmt: skip
+            if agg["seeds"] > 1:
+                ax.fill_between(agg["step"], agg["min"], agg["max"], color=colors[preset], alpha=0.12, linewidth=0)
+        ax.set(title=title, xlabel="training step", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    _final_bars(axes.flat[4], block, presets, colors)
+    _paired_bars(axes.flat[5], block, colors)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(8, len(labels)), fontsize=10,
+               title="curves: mean over seeds, band from the lowest to the highest seed", title_fontsize=9)  # fmt: skip
+    fig.suptitle(f"Tiny-kit chain task on CPU, regime '{regime}': {len(presets)} presets x "
+                 f"{max((len(r['seeds']) for r in block['presets'].values()), default=0)} seeds", fontsize=13)  # fmt: skip
+    plot_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot_path, dpi=80)
+    plt.close(fig)
+    return plot_path
+
+
+EMPHASIS = ("grpo", "maspo")
+
+
+def preset_colors(presets: list[str], plt) -> dict:
+    """grpo black and maspo red (drawn thick); every other preset its own colour from tab10 and
+    then the darker half of tab20."""
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i not in (3, 7)]
+    palette += [plt.get_cmap("tab20b").colors[i] for i in (0, 4, 8, 12, 16, 2, 6, 10, 14, 18)]
+    fixed = {"grpo": "black", "maspo": "#d62728"}
+    others = iter(palette)
+    return {preset: fixed.get(preset) or next(others) for preset in presets}
+
+
+def _paired_bars(ax, block: dict, colors: dict) -> None:
+    """Each preset minus grpo on the same seeds: final sampled accuracy, mean ± 2 standard errors."""
+    rows = [(preset, row["final_sampled_acc"]) for preset, row in block["paired"].items()
+            if row["final_sampled_acc"]["mean"] is not None]  # fmt: skip
+    for index, (preset, stat) in enumerate(rows):
+        ax.barh(index, stat["mean"], color=colors[preset], xerr=2 * (stat["se"] or 0), capsize=3)
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_yticks(range(len(rows)), [preset for preset, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set(title="paired with grpo: Δ final accuracy (± 2 SE over seeds)", xlabel="accuracy difference")
+    ax.grid(alpha=0.3, axis="x")
+
+
+def _final_bars(ax, block: dict, presets: list[str], colors: dict) -> None:
+    """Final sampled accuracy per preset: mean over seeds, error bar one standard deviation,
+    every seed as a dot; the grpo mean as a dashed line."""
+    for index, preset in enumerate(presets):
+        row = block["presets"][preset]
+        stat = row["final_sampled_acc"]
+        if stat["mean"] is None:
+            ax.text(index, 0.01, "failed", rotation=90, ha="center", va="bottom", fontsize=8, color="red")
+            continue
+        ax.bar(index, stat["mean"], color=colors[preset], yerr=stat["std"] or 0, capsize=3)
+        seeds = block["runs"][preset].values()
+        ax.scatter([index] * len(seeds), [figures["final_sampled_acc"] for figures in seeds], color="black", s=8,
+                   zorder=3)  # fmt: skip
+    baseline = block["presets"].get("grpo", {}).get("final_sampled_acc", {}).get("mean")
+    if baseline is not None:
+        ax.axhline(baseline, color="gray", linestyle="--", linewidth=1)
+        ax.text(len(presets) - 0.5, baseline, " grpo", va="bottom", ha="right", fontsize=8, color="gray")
+    ax.set_xticks(range(len(presets)), presets, rotation=60, ha="right", fontsize=8)
+    ax.set(title="final held-out accuracy (T=1, mean@8; bar ± 1 sd, dots: seeds)", ylabel="accuracy")
+    ax.grid(alpha=0.3, axis="y")
