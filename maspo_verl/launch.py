@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -45,6 +46,7 @@ class RunFailed(RuntimeError):
 class RunResult:
     records: list = field(default_factory=list)  # verl's file-logger records: {"step": n, "data": {...}}
     seconds: float = 0.0
+    startup_seconds: float | None = None  # launch to the start of the first training step
 
     def steps(self) -> dict:
         """{step: metrics}; a step logged twice (validation after training) is merged."""
@@ -64,6 +66,7 @@ class MetricsTail:
 
     def __init__(self, path: Path, on_step: Callable | None = None):
         self.path, self.on_step, self.records = path, on_step, []
+        self.started, self.startup_seconds = time.perf_counter(), None
 
     def poll(self) -> None:
         if not self.path.exists():
@@ -72,8 +75,15 @@ class MetricsTail:
         for line in complete[len(self.records) :]:
             record = json.loads(line)
             self.records.append(record)
+            step_seconds = record["data"].get("timing_s/step")
+            if self.startup_seconds is None and step_seconds is not None:
+                # seen within a poll interval (0.5 s) of its writing
+                self.startup_seconds = time.perf_counter() - self.started - step_seconds
             if self.on_step is not None:
                 self.on_step(record)
+
+    def result(self) -> RunResult:
+        return RunResult(self.records, time.perf_counter() - self.started, self.startup_seconds)
 
 
 def log_tail(log_path: Path, lines: int = 40) -> str:
@@ -96,12 +106,12 @@ def run_process(
     metrics.unlink(missing_ok=True)
     command = [sys.executable, "-m", entry, *base_overrides(out), *overrides]
     full_env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics), PYTHONUNBUFFERED="1", **(env or {}))
-    tail, started = MetricsTail(metrics, on_step), time.perf_counter()
+    tail = MetricsTail(metrics, on_step)
     with open(out / LOG_FILE, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=full_env)
         while process.poll() is None:
             tail.poll()
-            if timeout is not None and time.perf_counter() - started > timeout:
+            if timeout is not None and time.perf_counter() - tail.started > timeout:
                 process.kill()
                 process.wait()
                 raise RunFailed(f"{' '.join(command)} ran past {timeout:.0f} s; last lines of {out / LOG_FILE}:\n"
@@ -113,7 +123,7 @@ def run_process(
             f"{' '.join(command)} exited {process.returncode}; last lines of {out / LOG_FILE}:\n"
             + log_tail(out / LOG_FILE)
         )
-    return RunResult(tail.records, time.perf_counter() - started)
+    return tail.result()
 
 
 def compose_run_config(overrides: list[str]):
@@ -126,6 +136,16 @@ def compose_run_config(overrides: list[str]):
         config = compose("maspo_trainer", overrides=list(overrides))
     prepare(config)
     return config
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The error's last line first (for a Ray task error, the worker's own exception), then all of it."""
+    text = _ANSI.sub("", f"{type(exc).__name__}: {exc}")
+    last = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), text)
+    return text if last == text.strip() else f"{last}\n\n{text}"
 
 
 class RaySession:
@@ -163,7 +183,7 @@ class RaySession:
         metrics.unlink(missing_ok=True)
         overrides = [*base_overrides(out), *overrides, f"trainer.project_name={project}",
                      f"trainer.experiment_name={experiment}"]  # fmt: skip
-        tail, started = MetricsTail(metrics, on_step), time.perf_counter()
+        tail = MetricsTail(metrics, on_step)
         stop = threading.Event()
 
         def follow():  # verl blocks this thread while it trains; its steps are read beside it
@@ -175,14 +195,14 @@ class RaySession:
         try:
             run_verl_main(compose_run_config(overrides))
         except Exception as exc:
-            raise RunFailed(f"{type(exc).__name__}: {exc}") from exc
+            raise RunFailed(describe_failure(exc)) from exc
         finally:
             stop.set()
             follower.join()
             tail.poll()
             release_placement_groups()
             (out / METRICS_FILE).write_text("".join(json.dumps(record) + "\n" for record in tail.records))
-        return RunResult(tail.records, time.perf_counter() - started)
+        return tail.result()
 
 
 STATUS_FILE = "run_status.json"
@@ -213,7 +233,7 @@ def run_session_process(runs: list[tuple[list[str], Path]], log_root: Path, time
             outcomes.append(RunFailed(status["error"]))
             continue
         records = [json.loads(line) for line in (Path(out) / METRICS_FILE).read_text().splitlines() if line]
-        outcomes.append(RunResult(records, status["seconds"]))
+        outcomes.append(RunResult(records, status["seconds"], status["startup_seconds"]))
     return outcomes
 
 
@@ -222,9 +242,10 @@ def _run_plan(plan_file: Path) -> None:
     with RaySession(plan_file.parent / "verl_logs") as session:
         for run in runs:
             out = Path(run["out"])
-            status = {"error": None, "seconds": None}
+            status = {"error": None, "seconds": None, "startup_seconds": None}
             try:
-                status["seconds"] = session.run(run["overrides"], out).seconds
+                result = session.run(run["overrides"], out)
+                status.update(seconds=result.seconds, startup_seconds=result.startup_seconds)
             except RunFailed as exc:
                 status["error"] = str(exc)
             print(f"[maspo launch] {out}: {'failed: ' + status['error'][:300] if status['error'] else 'done'}",

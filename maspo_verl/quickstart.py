@@ -53,6 +53,7 @@ def run_training(overrides: list, out: Path, total_steps: int) -> list:
         )
     except RunFailed as exc:
         sys.exit(f"training failed: {exc}")
+    print(f"  start-up (launch to the first training step): {result.startup_seconds:.1f} s", flush=True)
     return result.records
 
 

@@ -197,6 +197,8 @@ def test_summary_figures_spread_and_pairing_against_grpo(tmp_path):
     text = markdown({"standard": summary})
     assert "| dapo | 0 |" in text and "seed 0 |" in text  # the failed run is in the table
     assert "| maspo | 2 | +0.075 ± 0.025" in text
+    assert "| grpo | 2 | 0.450 ± 0.050 |" in text  # mean ± standard error over seeds
+    assert "| maspo | 1 | 0.450 ± 0.010 | 0.550 ± 0.020 | 0: 0.200, 4: 0.400, 8: 0.600 |" in text
 
 
 def test_spread_of_one_value_has_no_deviation():
@@ -259,3 +261,15 @@ def test_a_sweep_killed_mid_run_resumes_without_redoing_finished_runs_and_report
     report = subprocess.run(_bench(out, "--variant", BROKEN, "--report-only"), capture_output=True, text=True,
                             timeout=300)  # fmt: skip
     assert "| maspo | 2 |" in report.stdout and report.returncode == 1
+
+
+def test_a_failure_is_described_by_its_last_line_first_without_colour_codes():
+    from maspo_verl.launch import describe_failure
+
+    worker_error = RuntimeError(
+        "\x1b[36mray::TaskRunnerV1.run()\x1b[39m\n  File x\nValueError: size mismatch for lm_head\n"
+    )
+    text = describe_failure(worker_error)
+    assert text.splitlines()[0] == "ValueError: size mismatch for lm_head"
+    assert "\x1b" not in text and "ray::TaskRunnerV1.run()" in text
+    assert describe_failure(KeyError("x")) == "KeyError: 'x'"

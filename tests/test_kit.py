@@ -188,3 +188,40 @@ def test_same_seed_builds_identical_files(tmp_path):
     weights_b = load_file(second.model_dir / "model.safetensors")
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[key], weights_b[key]) for key in weights_a)
+
+
+def test_the_chain_task_builds_its_own_kit_and_the_resolver_finds_it(tmp_path, monkeypatch):
+    """A short chain build: its own folder beside $MASPO_VERL_KIT_DIR, its data source, the
+    worked answer as ground truth, and its reward loaded the way verl loads it."""
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+    from verl.utils.import_utils import load_extern_object
+
+    from maspo_verl.kit import KitSettings
+    from maspo_verl.kit.chain import DATA_SOURCE as CHAIN_SOURCE
+    from maspo_verl.kit.tasks import get_task
+
+    monkeypatch.setenv("MASPO_VERL_KIT_DIR", str(tmp_path / "kit"))
+    settings = KitSettings(seed=0, val_size=64, recipe=WarmStartRecipe(steps=5, warmup_steps=2), task="chain")
+    kit = build_kit(settings=settings, log=lambda message: None)
+    assert kit.root == tmp_path / "kit-chain" and kit.task == "chain" and kit.reward_name == "compute_chain_score"
+    assert settings.fingerprint() != KitSettings(seed=0, val_size=64, recipe=settings.recipe).fingerprint()
+    val = pd.read_parquet(kit.val_parquet)
+    row = val.iloc[0]
+    assert len(val) == 64 and row["data_source"] == CHAIN_SOURCE
+    question, truth = row["prompt"][0]["content"], row["reward_model"]["ground_truth"]
+    assert int(truth.split(",")[-1]) == eval(question[:-1]) and len(truth.split(",")) == 5
+    compute = load_extern_object(module_path=str(kit.reward_path), object_name=kit.reward_name)
+    assert compute(data_source=CHAIN_SOURCE, solution_str=truth, ground_truth=truth, extra_info={}) == {
+        "score": 1.0,
+        "acc": 1.0,
+    }
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+
+    config = OmegaConf.create({"max_prompt_length": 32, "filter_overlong_prompts": True,
+                               "cache_dir": str(tmp_path / "verl_cache")})  # fmt: skip
+    dataset = RLHFDataset(data_files=[str(kit.val_parquet)], tokenizer=AutoTokenizer.from_pretrained(kit.model_dir),
+                          config=config)  # fmt: skip
+    assert len(dataset) == 64  # configs/kit/chain_cpu.yaml's max_prompt_length fits every prompt
+    with pytest.raises(ValueError, match="kit task 'mul' does not exist; choose one of \\['add', 'chain'\\]"):
+        get_task("mul")

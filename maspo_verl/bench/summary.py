@@ -9,7 +9,8 @@ Per run (from verl's metrics, its dumped held-out generations and the final-mode
   the target accuracy (None if never reached);
 - `entropy_end`, `response_length`: mean over the last quarter of the steps;
 - `damped_share`: mean share of tokens the method clipped or damped (see `damped_share`);
-- `seconds_per_step`: median of verl's `timing_s/step`.
+- `seconds_per_step`: median of verl's `timing_s/step`; `startup_seconds`: from the run's launch in
+  the sweep's Ray session to its first training step (validation at step 0 included).
 Per preset: mean, standard deviation and standard error over seeds, and the failed runs.
 Paired: (preset - grpo) per seed, then mean and standard error of those differences.
 """
@@ -28,7 +29,8 @@ LENGTH = "response_length/mean"
 STEP_SECONDS = "timing_s/step"
 BASELINE = "grpo"
 COMPARED = ["final_sampled_acc", "final_greedy_acc", "auc", "best_acc"]
-FIGURES = COMPARED + ["steps_to_target", "entropy_end", "response_length", "damped_share", "seconds_per_step"]
+FIGURES = COMPARED + ["steps_to_target", "entropy_end", "response_length", "damped_share", "seconds_per_step",
+                      "startup_seconds"]  # fmt: skip
 
 
 def damped_share(data: dict) -> float | None:
@@ -98,6 +100,7 @@ def run_figures(run_dir: Path, result: dict, target: float) -> dict:
         "response_length": _tail_mean(steps, LENGTH),
         "damped_share": sum(damped) / len(damped) if damped else None,
         "seconds_per_step": statistics.median(seconds) if seconds else None,
+        "startup_seconds": result.get("startup_seconds"),
         "curve": {str(step): list(curve[step]) for step in points},
     }
 
@@ -153,11 +156,17 @@ def paired(by_preset: dict) -> dict:
     return out
 
 
-def _cell(stat: dict, digits: int = 3, signed: bool = False) -> str:
+def _cell(stat: dict, digits: int = 3) -> str:
+    """`mean ± standard error` over seeds (the mean alone for one seed)."""
     if stat["mean"] is None:
         return "-"
-    mean = f"{stat['mean']:+.{digits}f}" if signed else f"{stat['mean']:.{digits}f}"
-    return mean if stat["std"] is None else f"{mean} ± {stat['std']:.{digits}f}"
+    return (
+        f"{stat['mean']:.{digits}f}" if stat["se"] is None else f"{stat['mean']:.{digits}f} ± {stat['se']:.{digits}f}"
+    )
+
+
+def _run_cell(figures: dict, key: str) -> str:
+    return f"{figures[key]:.3f} ± {figures[key + '_se']:.3f}"
 
 
 def markdown(summary: dict) -> str:
@@ -165,18 +174,19 @@ def markdown(summary: dict) -> str:
     lines = []
     for regime, block in summary.items():
         lines += [f"### Regime `{regime}`", "",
-                  "Mean ± standard deviation over seeds (n = seeds that finished). Accuracies on the 256 held-out "
-                  f"prompts; target for steps-to-target: {block['target']:.2f}.", "",
+                  "Mean ± standard error over seeds (n = seeds that finished; the standard deviations are in "
+                  "summary.json). Accuracies on the 256 held-out prompts; target for steps-to-target: "
+                  f"{block['target']:.2f}.", "",
                   "| preset | n | final acc (T=1, mean@8) | final greedy acc | AUC | best acc | steps to target "
-                  "| entropy (end) | response length | clipped/damped share | s / step | failed |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "| entropy (end) | response length | clipped/damped share | s / step | start-up s | failed |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for preset, row in block["presets"].items():
             failed = ", ".join(f"seed {s}" for s in row["failed_seeds"]) or ""
             lines.append(
                 f"| {preset} | {len(row['seeds'])} | {_cell(row['final_sampled_acc'])} | {_cell(row['final_greedy_acc'])} "
                 f"| {_cell(row['auc'])} | {_cell(row['best_acc'])} | {_cell(row['steps_to_target'], 1)} "
                 f"| {_cell(row['entropy_end'])} | {_cell(row['response_length'], 1)} | {_cell(row['damped_share'])} "
-                f"| {_cell(row['seconds_per_step'], 2)} | {failed} |"
+                f"| {_cell(row['seconds_per_step'], 2)} | {_cell(row['startup_seconds'], 1)} | {failed} |"
             )
         if block["paired"]:
             lines += ["", f"Paired with `{BASELINE}` on the same seeds: mean difference ± standard error of the "
@@ -190,5 +200,13 @@ def markdown(summary: dict) -> str:
                     se = "" if stat["se"] is None else f" ± {stat['se']:.3f}"
                     cells.append("-" if stat["mean"] is None else f"{stat['mean']:+.3f}{se}")
                 lines.append(f"| {preset} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+        lines += ["", "Every run: the final model's accuracy ± its standard error over the held-out prompts.", "",
+                  "| preset | seed | final acc (T=1, mean@8) | final greedy acc | held-out curve (step: mean@n) |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for preset, seeds in block["runs"].items():
+            for seed, figures in seeds.items():
+                curve = ", ".join(f"{step}: {point[0]:.3f}" for step, point in figures["curve"].items())
+                lines.append(f"| {preset} | {seed} | {_run_cell(figures, 'final_sampled_acc')} "
+                             f"| {_run_cell(figures, 'final_greedy_acc')} | {curve} |")  # fmt: skip
         lines.append("")
     return "\n".join(lines)

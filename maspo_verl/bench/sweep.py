@@ -224,7 +224,8 @@ def run_one(session: RaySession, spec: RunSpec, out: Path, progress: Progress) -
     started = time.perf_counter()
     result = {"run": asdict(spec)}
     try:
-        session.run(spec.overrides(out), run_dir, on_step=lambda record: progress.step(spec, record))
+        run = session.run(spec.overrides(out), run_dir, on_step=lambda record: progress.step(spec, record))
+        result["startup_seconds"] = None if run.startup_seconds is None else round(run.startup_seconds, 1)
         result.update(probe_final_model(final_model_dir(run_dir, spec.steps), spec.seed))
         result["status"] = "done"
     except RunFailed as exc:
