@@ -1,8 +1,10 @@
 """verl's real trainer end to end on CPU: Ray, TaskRunner, hf rollout, rewards, GRPO advantages,
 several mini-batch updates per step, validation, checkpoint and resume, on the tiny kit.
 
-Each run is `python -m maspo_verl.main_ppo +kit=tiny_cpu ...` in a subprocess; the per-step
-metrics come from verl's own file logger (the same numbers its console and trackers get).
+Each run goes through maspo_verl.launch: `python -m maspo_verl.main_ppo +kit=tiny_cpu ...` in a
+subprocess, or (the one-step run of every preset, conftest.py's `one_step_runs`) one after another
+in a single Ray session; the per-step metrics come from verl's own file logger (the same numbers
+its console and trackers get).
 """
 
 import math

@@ -13,7 +13,7 @@ from maspo_verl.eval import estimators
 from maspo_verl.eval.__main__ import main as eval_main
 from maspo_verl.eval.data import EvalInputError, Problem, load_problems
 from maspo_verl.eval.model import check_model
-from maspo_verl.eval.scoring import KIT_SCORER, MATH_SCORER, Scorer
+from maspo_verl.eval.scoring import KIT_SCORERS, MATH_SCORER, Scorer
 from maspo_verl.eval.store import SampleStore
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
@@ -236,10 +236,13 @@ def test_duplicate_problem_ids_are_refused(tmp_path):
 
 def test_scorer_is_chosen_by_data_source(tmp_path):
     scorer = Scorer()
-    assert scorer.resolve(["maspo_kit/arith"]) == {"maspo_kit/arith": KIT_SCORER}
+    assert scorer.resolve(["maspo_kit/arith", "maspo_kit/chain"]) == KIT_SCORERS
     right, wrong = scorer("maspo_kit/arith", "42", "42", {}), scorer("maspo_kit/arith", "~42", "42", {})
     assert (right.score, right.correct, right.pred) == (1.0, True, "42")
     assert (wrong.score, wrong.correct, wrong.pred) == (0.0, False, None)
+    # the chain task: accuracy is the last total, the score the share of leading totals right
+    slip = scorer("maspo_kit/chain", "42,35,44,48,41", "42,34,43,47,41", {})
+    assert (slip.score, slip.acc, slip.correct) == (0.2, 1.0, True)
     import importlib.util
 
     if importlib.util.find_spec("maspo_verl.rewards") is None:

@@ -2,7 +2,8 @@
 
 * ``--reward-fn PATH:NAME`` (a file path or a dotted module, like verl's
   ``reward.custom_reward_function.path/name``) scores everything;
-* else the kit's data_source ``maspo_kit/arith`` uses ``maspo_verl/kit/reward.py``;
+* else the kit's data sources (``maspo_kit/arith``, ``maspo_kit/chain``) use their task's scorer
+  in ``maspo_verl/kit/reward.py``;
 * else ``maspo_verl.rewards.compute_score`` (the project's math scorer, imported lazily).
 
 Every scorer has verl's custom-reward signature
@@ -20,8 +21,10 @@ from typing import Any, Callable
 
 from maspo_verl.eval.data import EvalInputError
 
-KIT_DATA_SOURCE = "maspo_kit/arith"
-KIT_SCORER = "maspo_verl.kit.reward:compute_score"
+KIT_SCORERS = {
+    "maspo_kit/arith": "maspo_verl.kit.reward:compute_score",
+    "maspo_kit/chain": "maspo_verl.kit.reward:compute_chain_score",
+}
 MATH_SCORER = "maspo_verl.rewards:compute_score"
 
 
@@ -73,7 +76,7 @@ class Scorer:
     def spec_for(self, data_source: str) -> str:
         if self.override:
             return self.override
-        return KIT_SCORER if data_source == KIT_DATA_SOURCE else MATH_SCORER
+        return KIT_SCORERS.get(data_source, MATH_SCORER)
 
     def resolve(self, data_sources) -> dict[str, str]:
         """Import every scorer the data needs now, so a missing one fails before the model loads."""
@@ -104,7 +107,7 @@ class Scorer:
             pred = result.get("pred")
         else:
             score = acc = float(result)
-        if pred is None and spec == KIT_SCORER:
+        if pred is None and spec == KIT_SCORERS["maspo_kit/arith"]:
             from maspo_verl.kit.reward import parse_answer
 
             pred = parse_answer(response)
