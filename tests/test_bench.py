@@ -222,16 +222,17 @@ BROKEN = "broken=grpo +actor_rollout_ref.model.override_config.hidden_size=96"  
 @pytest.mark.e2e
 def test_a_sweep_killed_mid_run_resumes_without_redoing_finished_runs_and_reports_a_failing_run(tmp_path):
     out = tmp_path / "sweep"
-    first = subprocess.Popen(_bench(out, "--variant", BROKEN), stdout=open(tmp_path / "first.log", "w"),
-                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    finished, started = out / "standard/grpo/seed0/result.json", out / "standard/maspo/seed0"
-    deadline = time.time() + 600
-    while not (finished.exists() and started.exists()):
-        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        assert time.time() < deadline, "the first run did not finish in 10 minutes"
-        time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)  # the whole sweep, Ray included, mid-run
-    first.wait()
+    with open(tmp_path / "first.log", "w") as first_log:
+        first = subprocess.Popen(_bench(out, "--variant", BROKEN), stdout=first_log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)  # fmt: skip
+        finished, started = out / "standard/grpo/seed0/result.json", out / "standard/maspo/seed0"
+        deadline = time.time() + 600
+        while not (finished.exists() and started.exists()):
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.time() < deadline, "the first run did not finish in 10 minutes"
+            time.sleep(0.2)
+        os.killpg(first.pid, signal.SIGKILL)  # the whole sweep, Ray included, mid-run
+        first.wait()
     assert not (started / "result.json").exists()
     kept = finished.read_text()
 
