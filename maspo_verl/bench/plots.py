@@ -47,7 +47,7 @@ def plot_regime(regime: str, block: dict, out: Path, plot_path: Path) -> Path:
         ]  # fmt: skip
         for preset in presets
     }
-    colors = preset_colors(presets, plt)
+    colors = preset_colors(presets)
     fig, axes = plt.subplots(2, 3, figsize=(17, 10), layout="constrained")
     for ax, (key, title, ylabel, sparse) in zip(axes.flat, PANELS):
         for preset in presets:
@@ -77,13 +77,15 @@ def plot_regime(regime: str, block: dict, out: Path, plot_path: Path) -> Path:
 EMPHASIS = ("grpo", "maspo")
 
 
-def preset_colors(presets: list[str], plt) -> dict:
-    """grpo black and maspo red (drawn thick); every other preset its own colour from tab10 and
-    then the darker half of tab20."""
-    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i not in (3, 7)]
-    palette += [plt.get_cmap("tab20b").colors[i] for i in (0, 4, 8, 12, 16, 2, 6, 10, 14, 18)]
+# high-contrast colours for the other presets, in order (grpo and maspo have their own)
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79",
+           "#00c853", "#ff1493", "#00bfff", "#b8860b", "#7f7f7f", "#6a3d9a", "#b15928"]  # fmt: skip
+
+
+def preset_colors(presets: list[str], plt=None) -> dict:
+    """grpo black and maspo red (drawn thick); every other preset its own colour."""
     fixed = {"grpo": "black", "maspo": "#d62728"}
-    others = iter(palette)
+    others = iter(PALETTE * (1 + len(presets) // len(PALETTE)))
     return {preset: fixed.get(preset) or next(others) for preset in presets}
 
 
@@ -101,22 +103,24 @@ def _paired_bars(ax, block: dict, colors: dict) -> None:
 
 
 def _final_bars(ax, block: dict, presets: list[str], colors: dict) -> None:
-    """Final sampled accuracy per preset: mean over seeds, error bar one standard deviation,
-    every seed as a dot; the grpo mean as a dashed line."""
+    """Final sampled accuracy per preset: mean over seeds with ± 1 standard deviation, every seed
+    as a small dot; the grpo mean as a dashed line. Points, not bars: the differences are small
+    next to the accuracy itself."""
     for index, preset in enumerate(presets):
         row = block["presets"][preset]
         stat = row["final_sampled_acc"]
         if stat["mean"] is None:
-            ax.text(index, 0.01, "failed", rotation=90, ha="center", va="bottom", fontsize=8, color="red")
+            ax.annotate("failed", (index, 0.5), xycoords=("data", "axes fraction"), rotation=90, ha="center",
+                        va="center", fontsize=8, color="red")  # fmt: skip
             continue
-        ax.bar(index, stat["mean"], color=colors[preset], yerr=stat["std"] or 0, capsize=3)
-        seeds = block["runs"][preset].values()
-        ax.scatter([index] * len(seeds), [figures["final_sampled_acc"] for figures in seeds], color="black", s=8,
-                   zorder=3)  # fmt: skip
+        ax.errorbar(index, stat["mean"], yerr=stat["std"] or 0, fmt="o", color=colors[preset], capsize=4,
+                    markersize=7)  # fmt: skip
+        seeds = [figures["final_sampled_acc"] for figures in block["runs"][preset].values()]
+        ax.scatter([index + 0.18] * len(seeds), seeds, color=colors[preset], s=10, alpha=0.7)
     baseline = block["presets"].get("grpo", {}).get("final_sampled_acc", {}).get("mean")
     if baseline is not None:
         ax.axhline(baseline, color="gray", linestyle="--", linewidth=1)
         ax.text(len(presets) - 0.5, baseline, " grpo", va="bottom", ha="right", fontsize=8, color="gray")
     ax.set_xticks(range(len(presets)), presets, rotation=60, ha="right", fontsize=8)
-    ax.set(title="final held-out accuracy (T=1, mean@8; bar ± 1 sd, dots: seeds)", ylabel="accuracy")
+    ax.set(title="final held-out accuracy (T=1, mean@8; ± 1 sd, small dots: seeds)", ylabel="accuracy")
     ax.grid(alpha=0.3, axis="y")
