@@ -274,3 +274,24 @@ def test_a_failure_is_described_by_its_last_line_first_without_colour_codes():
     assert text.splitlines()[0] == "ValueError: size mismatch for lm_head"
     assert "\x1b" not in text and "ray::TaskRunnerV1.run()" in text
     assert describe_failure(KeyError("x")) == "KeyError: 'x'"
+
+
+@pytest.mark.parametrize("regime", ["standard", "stress"])
+def test_every_regime_passes_the_checks_that_run_before_ray(regime):
+    """Each regime's overrides on the chain kit make a config verl accepts (batch divisibility
+    included), and give the updates per rollout the docs state."""
+    from hydra import compose, initialize_config_module
+
+    from maspo_verl.config import check_algorithm_config
+    from maspo_verl.preflight import check_batch_sizes
+
+    spec = plan(["maspo"], [0], [regime], 20, 10, 2)[0]
+    overrides = [o for o in spec.overrides(Path("/tmp/bench")) if not o.startswith("+kit=")]
+    with initialize_config_module(config_module="maspo_verl_configs", version_base=None):
+        config = compose("maspo_trainer", overrides=["+kit=chain_cpu", *overrides])
+    check_algorithm_config(config)
+    check_batch_sizes(config)
+    actor = config.actor_rollout_ref.actor
+    updates = config.data.train_batch_size // actor.ppo_mini_batch_size
+    assert updates == {"standard": 4, "stress": 8}[regime]
+    assert actor.optim.lr == {"standard": 1e-5, "stress": 3e-5}[regime]

@@ -36,7 +36,12 @@ REGIMES = {
     "standard": ["actor_rollout_ref.actor.optim.lr=1e-5", "actor_rollout_ref.actor.ppo_mini_batch_size=2"],
     # 3x the learning rate and 1 prompt per mini-batch: 8 updates per rollout, the later ones far
     # off-policy, where hard clipping and soft gating should part ways
-    "stress": ["actor_rollout_ref.actor.optim.lr=3e-5", "actor_rollout_ref.actor.ppo_mini_batch_size=1"],
+    "stress": [
+        "actor_rollout_ref.actor.optim.lr=3e-5",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=1",
+        # a mini-batch is now 8 sequences: one micro-batch of 8
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
+    ],
 }
 
 
