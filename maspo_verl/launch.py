@@ -161,6 +161,13 @@ class RaySession:
         self.count = 0
 
     def __enter__(self) -> RaySession:
+        import ray
+
+        if ray.is_initialized():
+            raise RuntimeError(
+                "RaySession starts its own Ray session (its workers must see VERL_FILE_LOGGER_ROOT), but Ray is "
+                "already initialised in this process; use run_session_process, which runs in a fresh one"
+            )
         self.log_root.mkdir(parents=True, exist_ok=True)
         os.environ["VERL_FILE_LOGGER_ROOT"] = str(self.log_root)
         os.environ.pop("VERL_FILE_LOGGER_PATH", None)
