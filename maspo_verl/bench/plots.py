@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..report.curves import aggregate
 from .summary import REWARD, damped_share, read_steps
+from .sweep import available_presets
 
 ENTROPY = "actor/entropy"
 DAMPED = "damped share"
@@ -82,11 +83,14 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#b
            "#00c853", "#ff1493", "#00bfff", "#b8860b", "#7f7f7f", "#6a3d9a", "#b15928"]  # fmt: skip
 
 
-def preset_colors(presets: list[str], plt=None) -> dict:
-    """grpo black and maspo red (drawn thick); every other preset its own colour."""
+def preset_colors(presets: list[str]) -> dict:
+    """grpo black and maspo red (drawn thick); every other preset its own colour, the same in
+    every plot (assigned in the order of all presets, then any variants)."""
     fixed = {"grpo": "black", "maspo": "#d62728"}
-    others = iter(PALETTE * (1 + len(presets) // len(PALETTE)))
-    return {preset: fixed.get(preset) or next(others) for preset in presets}
+    order = [p for p in available_presets() if p not in fixed] + sorted(set(presets) - set(available_presets()))
+    palette = PALETTE * (1 + len(order) // len(PALETTE))
+    assigned = dict(zip(order, palette)) | fixed
+    return {preset: assigned[preset] for preset in presets}
 
 
 def _paired_bars(ax, block: dict, colors: dict) -> None:
