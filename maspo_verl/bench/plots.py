@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..launch import REWARD
 from ..report.curves import aggregate
-from .summary import REWARD, damped_share, read_steps
-from .sweep import available_presets
+from .summary import ENTROPY, damped_share, read_steps
+from .sweep import available_presets, run_directory
 
-ENTROPY = "actor/entropy"
 DAMPED = "damped share"
 PANELS = [  # (series key, title, y label, sparse)
     ("held-out", "held-out accuracy (verl validation, T=1)", "accuracy", True),
@@ -43,7 +43,7 @@ def plot_regime(regime: str, block: dict, out: Path, plot_path: Path) -> Path:
     presets = list(block["presets"])
     groups = {
         preset: [
-            run_series(out / regime / preset / f"seed{seed}", figures)
+            run_series(run_directory(out, regime, preset, seed), figures)
             for seed, figures in block["runs"].get(preset, {}).items()
         ]  # fmt: skip
         for preset in presets

@@ -23,7 +23,9 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-REWARD = "critic/score/mean"
+from ..launch import RunResult
+from .sweep import run_directory
+
 ENTROPY = "actor/entropy"
 LENGTH = "response_length/mean"
 STEP_SECONDS = "timing_s/step"
@@ -45,12 +47,9 @@ def damped_share(data: dict) -> float | None:
 
 
 def read_steps(metrics_file: Path) -> dict[int, dict]:
-    steps: dict[int, dict] = {}
-    for line in metrics_file.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            steps.setdefault(int(record["step"]), {}).update(record["data"])
-    return dict(sorted(steps.items()))
+    """{step: metrics} of a run's `metrics.jsonl`, in step order (records merged as RunResult does)."""
+    records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    return dict(sorted(RunResult(records).steps().items()))
 
 
 def held_out_curve(val_dir: Path) -> dict[int, tuple[float, float]]:
@@ -121,7 +120,7 @@ def summarize(results: dict, out: Path, target: float) -> dict:
     failures = defaultdict(lambda: defaultdict(list))
     for result in results.values():
         spec = result["run"]
-        run_dir = out / spec["regime"] / spec["preset"] / f"seed{spec['seed']}"
+        run_dir = run_directory(out, spec["regime"], spec["preset"], spec["seed"])
         if result["status"] == "done":
             runs[spec["regime"]][spec["preset"]][spec["seed"]] = run_figures(run_dir, result, target)
         else:

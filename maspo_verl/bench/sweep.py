@@ -45,6 +45,11 @@ REGIMES = {
 }
 
 
+def run_directory(out: Path, regime: str, preset: str, seed: int) -> Path:
+    """Where a run's files live: `<out>/<regime>/<preset>/seed<k>`."""
+    return Path(out) / regime / preset / f"seed{seed}"
+
+
 class BenchInputError(ValueError):
     """A bad sweep setting: the message names it, its value and what is allowed."""
 
@@ -65,7 +70,7 @@ class RunSpec:
         return f"{self.regime}/{self.preset}/seed{self.seed}"
 
     def directory(self, out: Path) -> Path:
-        return out / self.regime / self.preset / f"seed{self.seed}"
+        return run_directory(out, self.regime, self.preset, self.seed)
 
     def overrides(self, out: Path) -> list[str]:
         run_dir = self.directory(out)
