@@ -1,8 +1,9 @@
-"""Run a test script as two ranks of a gloo group on this machine and collect what each prints.
+"""Run a test script as the ranks of a gloo group on this machine (two by default) and collect
+what each prints.
 
-Each rank runs `python <script> <args>` with RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT set
-and prints one line `RESULT_JSON <json>`. A rank that fails, or does not finish in time (a hung
-collective), fails the test instead of hanging it.
+Each rank runs `python <script> <args>` with RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT (and
+any extra `env`) set and prints one line `RESULT_JSON <json>`. A rank that fails, or does not
+finish in time (a hung collective), fails the test instead of hanging it.
 """
 
 import json
@@ -22,9 +23,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ranks(script, *args, timeout: float, world_size: int = 2, what: str = "") -> list[dict]:
-    """The JSON each rank printed, by rank."""
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(world_size)}
+def run_ranks(script, *args, timeout: float, world_size: int = 2, what: str = "", env=None) -> list[dict]:
+    """The JSON each rank printed, by rank; `env` adds environment variables for every rank."""
+    env = {**os.environ, **(env or {})}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(world_size))
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), *args],
