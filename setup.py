@@ -41,8 +41,9 @@ setup(
     # package, so the Hydra search-path plugin can point at them without importing verl.
     package_dir={"maspo_verl_configs": "configs"},
     package_data={"maspo_verl_configs": ["*.yaml", "*/*.yaml", "*/*/*.yaml"]},
-    # matplotlib: the quickstart's and the report's plots are part of the commands, not extras
-    install_requires=[*verl_extra("verl-core"), "torch>=2.4", "matplotlib"],
+    # matplotlib: the quickstart's and the report's plots are part of the commands, not extras;
+    # scipy: the benchmark's statistics; tqdm: progress with an ETA (named, not borrowed from transformers)
+    install_requires=[*verl_extra("verl-core"), "torch>=2.4", "matplotlib", "scipy", "tqdm"],
     extras_require={
         # What a GPU user adds, mirroring verl's own extras of the same names.
         "vllm": verl_extra("vllm"),
@@ -66,6 +67,7 @@ setup(
             "maspo-verl-eval = maspo_verl.eval.__main__:main",
             "maspo-verl-report = maspo_verl.report.__main__:main",
             "maspo-verl-bench = maspo_verl.bench.__main__:cli",
+            "maspo-verl-rewards = maspo_verl.rewards.__main__:main",
         ],
     },
 )

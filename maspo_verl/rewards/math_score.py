@@ -129,20 +129,27 @@ def _brace_depth(text: str) -> int:
 # ----------------------------------------------------------------------------- normalisation
 
 _REMOVE = [
-    "\\left", "\\right", "\\displaystyle", "\\!", "\\,", "\\;", "\\:", "\\ ", "~", "\\$", "$",
+    "\\left", "\\right", "\\displaystyle", "\\!", "\\,", "\\;", "\\:", "~", "\\$", "$",
     "^{\\circ}", "^\\circ", "°", "\\circ", "\\%", "%", "{,}",
 ]  # fmt: skip
 _TEXT_COMMAND = re.compile(r"\\(?:text|textbf|mathrm|mathbf|operatorname|mbox)\s*\{([^{}]*)\}")
-_TRAILING_UNIT = re.compile(r"^(.*?\d)\s*(?:\\(?:text|mathrm|mbox)\s*\{[^{}]*\}\s*)+$")
+_TRAILING_UNIT = re.compile(r"^(.*?[\d}])\s*(?:\\(?:text|mathrm|mbox)\s*\{[^{}]*\}\s*(?:\^\s*\{?\d\}?\s*)?)+$")
+# `90\text{ degrees}` is `90^\circ`, whose sign goes (below), in a list too (`90\text{ degrees}, 60\text{ degrees}`)
+_DEGREE_WORD = re.compile(r"\\(?:text|mathrm|mbox)\s*\{\s*degrees?\s*\}")
+# `\ ` (a blank) goes, but not the second backslash of a matrix row break `\\ `
+_ESCAPED_BLANK = re.compile(r"(?<!\\)\\ ")
+# `1 \text{ and } 3`, `f(x)=x and f(x)=-x`: two answers, as `1, 3`
+_AND = re.compile(r"\s*\\text\s*\{\s*and\s*\}\s*|\s+and\s+")
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
 
 def normalize(answer: str) -> str:
     """Canonical text of one answer: no spacing commands, `$`, degrees, percent or units."""
-    text = answer.strip()
+    text = _DEGREE_WORD.sub("", answer.strip())
     unit = _TRAILING_UNIT.match(text)
-    if unit:  # `1.6 \mathrm{~cm}` -> `1.6`
+    if unit:  # `1.6 \mathrm{~cm}`, `15\mbox{ cm}^2`, `\frac{270}{7}\text{ days}` -> the number
         text = unit.group(1)
+    text = _AND.sub(",", _ESCAPED_BLANK.sub("", text))
     for token in _REMOVE:
         text = text.replace(token, "")
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
@@ -236,12 +243,17 @@ def _significant_figures(text: str) -> int | None:
 
 
 def numbers_equal(pred: float, gold: float, gold_text: str, tolerant: bool) -> bool:
+    """Exact sets: equal up to float noise (`0.5` = `1/2`), and integers exactly (3986730 is not
+    3986729). Minerva: within 1%, or equal at the gold's significant figures. Never an absolute
+    tolerance: Minerva's golds go down to 1e-27 (`7.4e-12` is not `8.4e-12`, nor `-7.4e-12`)."""
     if not (math.isfinite(pred) and math.isfinite(gold)):
         return False
-    if math.isclose(pred, gold, rel_tol=EXACT_REL_TOL, abs_tol=1e-12):
+    if pred == gold:
         return True
     if not tolerant:
-        return False
+        if pred.is_integer() and gold.is_integer():
+            return False
+        return math.isclose(pred, gold, rel_tol=EXACT_REL_TOL)
     if math.isclose(pred, gold, rel_tol=MINERVA_REL_TOL):
         return True
     figures = _significant_figures(gold_text)

@@ -11,14 +11,24 @@ parent also kills a worker that overruns the per-check limit.
 """
 
 import json
+import re
 import sys
 import time
+
+# A capital E that names something (`E_{1}`, an energy): math-verify reads it as Euler's number or
+# drops it (`\frac{1}{3}E_{1}+\frac{2}{3}E_{2}` and `\frac{2}{3}E_{1}+\frac{2}{3}E_{2}` both parsed to
+# 2/3), so it goes in as `\mathcal{E}`. Not an exponent (`4.5E3`), nor part of a command or word.
+_NAMED_E = re.compile(r"(?<![\\a-zA-Z])E(?![a-zA-Z])(?!\s*[+-]?\d)")
+
+
+def _for_math_verify(answer: str) -> str:
+    return "\\boxed{" + _NAMED_E.sub(r"\\mathcal{E}", answer) + "}"
 
 
 def _same(gold: str, pred: str, parse, verify) -> bool:
     try:
-        gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=5)
-        pred_parsed = parse("\\boxed{" + pred + "}", parsing_timeout=5)
+        gold_parsed = parse(_for_math_verify(gold), parsing_timeout=5)
+        pred_parsed = parse(_for_math_verify(pred), parsing_timeout=5)
         return bool(gold_parsed and pred_parsed and verify(gold_parsed, pred_parsed, timeout_seconds=5))
     except Exception:
         return False
