@@ -31,7 +31,7 @@ def test_output_schema_is_what_verl_reads(tmp_path):
     assert str(schema.field("prompt").type) == "list<element: struct<role: string, content: string>>"
     assert str(schema.field("reward_model").type) == "struct<style: string, ground_truth: string>"
     assert str(schema.field("extra_info").type) == (
-        "struct<index: int64, problem: string, answer: string, source: string>"
+        "struct<index: int64, problem: string, answer: string, source: string, template: string>"
     )
 
 
@@ -45,6 +45,7 @@ def test_aime24_both_layouts_and_zero_padded_answers(tmp_path):
     ]
     assert first["extra_info"]["problem"] == "Find the number of minutes the walk takes."
     assert first["extra_info"]["answer"] == "204" and first["extra_info"]["index"] == 0
+    assert first["extra_info"]["template"] == "r1"  # the default template, recorded for the preflight
     _, hub = _prepare("aime24", fx.hf_aime24(tmp_path), tmp_path)
     assert _golds(hub) == ["204", "113"]
 
@@ -171,3 +172,168 @@ def test_real_sources(name, relative, rows_in, rows_out, tmp_path):
     assert all(golds) and not any(re.search(r"(?<!\\)\$", gold) for gold in golds)
     if name in ("aime24", "aime25", "amc23"):
         assert all(gold.lstrip("-").isdigit() and not gold.startswith("0") for gold in golds), golds
+
+
+# ----------------------------------------------------------------------------- prompt templates
+
+QWEN_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."  # Qwen2.5-Math README
+
+
+def test_qwen_math_template_is_qwen25_maths_cot_messages(tmp_path):
+    """System prompt + the bare problem: rendered by a Qwen chat template, Qwen2.5-Math's
+    `qwen25-math-cot` prompt (evaluation/utils.py), written out here independently."""
+    _, frame = _prepare("aime24", fx.qwen_aime24(tmp_path), tmp_path, template="qwen_math")
+    first = frame.iloc[0]
+    assert [dict(m) for m in first["prompt"]] == [
+        {"role": "system", "content": QWEN_SYSTEM},
+        {"role": "user", "content": "Find the number of minutes the walk takes."},
+    ]
+    assert set(row["template"] for row in frame["extra_info"]) == {"qwen_math"}
+    from transformers import PreTrainedTokenizerFast
+
+    chatml = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    from tiny_qwen import build_tokenizer
+
+    tokenizer: PreTrainedTokenizerFast = build_tokenizer()
+    tokenizer.chat_template = chatml
+    text = tokenizer.apply_chat_template([dict(m) for m in first["prompt"]], tokenize=False, add_generation_prompt=True)
+    problem = "Find the number of minutes the walk takes."
+    assert text == (
+        f"<|im_start|>system\n{QWEN_SYSTEM}<|im_end|>\n<|im_start|>user\n{problem}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    # re-preparing a prepared file keeps the bare problem (the system message is not part of it)
+    _, again = _prepare(
+        "aime24", Path(_prepare("aime24", fx.qwen_aime24(tmp_path), tmp_path)[0]["path"]), tmp_path / "b"
+    )
+    assert again.iloc[0]["extra_info"]["problem"] == problem
+
+
+@pytest.mark.parametrize("template", sorted(prep.TEMPLATES))
+def test_the_project_reward_and_the_evaluator_read_every_template(template):
+    from maspo_verl.data.templates import TEMPLATES, reward_reads
+    from maspo_verl.eval.scoring import Scorer
+    from maspo_verl.rewards import compute_score
+
+    assert reward_reads(template, compute_score, "aime24", "25") is None
+    scorer = Scorer()
+    scorer.resolve(["aime24"])
+    response = TEMPLATES[template].example_response("25")
+    assert scorer("aime24", response, "25", {}).correct and not scorer("aime24", response, "26", {}).correct
+
+
+BOXED_ONLY = """
+import re
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
+    found = re.findall(r"\\\\boxed\\{([^}]*)\\}", solution_str)
+    return 1.0 if found and found[-1] == ground_truth else 0.0
+"""
+ANSWER_LINE_ONLY = """
+import re
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
+    found = re.findall(r"Answer: *(.+)", solution_str)
+    return {"score": 1.0 if found and found[-1].strip() == ground_truth else -1.0}
+"""
+
+
+@pytest.fixture(scope="module")
+def template_config(tmp_path_factory):
+    """The paper recipe on a DAPO-template training set and an r1-template validation set."""
+    from hydra import compose, initialize_config_module
+
+    root = tmp_path_factory.mktemp("templates")
+    prep.prepare("dapo_math_17k", root, source=fx.dapo_math_17k(root), template="dapo", progress=False)
+    prep.prepare("aime24", root, source=fx.qwen_aime24(root), template="r1", progress=False)
+    for name, text in (("boxed_only", BOXED_ONLY), ("answer_line_only", ANSWER_LINE_ONLY)):
+        (root / f"{name}.py").write_text(text)
+    overrides = ["recipe=paper_7b", "algorithm=grpo", f"data.train_files={root / 'dapo_math_17k.parquet'}",
+                 f"data.val_files=[{root / 'aime24.parquet'}]"]  # fmt: skip
+    with initialize_config_module(config_module="maspo_verl_configs", version_base=None):
+        config = compose("maspo_trainer", overrides=overrides)
+    return config, root
+
+
+def _with_reward(config, path):
+    from omegaconf import OmegaConf, open_dict
+
+    config = OmegaConf.create(OmegaConf.to_container(config))
+    with open_dict(config):
+        config.reward.custom_reward_function.path = str(path) if path else None
+    return config
+
+
+def test_the_recipes_reward_reads_both_templates(template_config):
+    from maspo_verl.data.templates import check_data_templates
+
+    config, root = template_config
+    assert config.reward.custom_reward_function.path == "pkg://maspo_verl.rewards.math_score"
+    assert check_data_templates(config) == {
+        str(root / "dapo_math_17k.parquet"): ["dapo"],
+        str(root / "aime24.parquet"): ["r1"],
+    }
+
+
+def test_a_dapo_template_set_scored_by_a_boxed_only_reward_is_refused_before_ray(template_config):
+    from maspo_verl.preflight import preflight
+
+    config, root = template_config
+    config = _with_reward(config, root / "boxed_only.py")
+    with pytest.raises(ValueError) as error:
+        preflight(config)  # the trainer's own entry: refused before Ray starts
+    message = str(error.value)
+    assert message.startswith(f"data.train_files: {root / 'dapo_math_17k.parquet'} was prepared with the prompt "
+                              "template 'dapo', which asks for a last line 'Answer: ...'")  # fmt: skip
+    assert f"reward.custom_reward_function.path={root / 'boxed_only.py'}" in message
+    assert "Templates this reward reads: ['r1', 'qwen_math']" in message and "--template NAME" in message
+
+
+def test_an_r1_template_set_scored_by_an_answer_line_reward_is_refused(template_config):
+    from maspo_verl.data.templates import check_data_templates
+
+    config, root = template_config
+    config = _with_reward(config, root / "answer_line_only.py")
+    with pytest.raises(ValueError) as error:
+        check_data_templates(config)
+    message = str(error.value)
+    assert f"data.val_files: {root / 'aime24.parquet'} was prepared with the prompt template 'r1'" in message
+    assert "asks for the final answer in \\boxed{}" in message and "Templates this reward reads: ['dapo']" in message
+
+
+def test_verls_default_reward_is_probed_too(template_config, tmp_path):
+    """Without a custom reward verl scores by data_source; it has no scorer for `amc23`."""
+    from maspo_verl.data.templates import check_data_templates
+
+    config, root = template_config
+    config = _with_reward(config, None)
+    assert check_data_templates(config)  # math_dapo and aime*: verl's math_dapo reads both formats
+    prep.prepare("amc23", tmp_path, source=fx.qwen_amc23(tmp_path), progress=False)
+    config.data.val_files = [str(tmp_path / "amc23.parquet")]
+    with pytest.raises(ValueError, match=r"verl's default_compute_score .* raised NotImplementedError"):
+        check_data_templates(config)
+
+
+def test_files_without_a_recorded_template_are_not_probed(template_config, tmp_path):
+    from maspo_verl.data.templates import check_data_templates
+
+    config, root = template_config
+    old = tmp_path / "old.parquet"
+    frame = pd.read_parquet(root / "aime24.parquet")
+    frame["extra_info"] = [{k: v for k, v in e.items() if k != "template"} for e in frame["extra_info"]]
+    frame.to_parquet(old)
+    config = _with_reward(config, root / "answer_line_only.py")
+    config.data.train_files, config.data.val_files = str(old), [str(old)]
+    assert check_data_templates(config) == {str(old): []}
+
+
+def test_one_odd_ground_truth_does_not_refuse_a_run():
+    """The check asks whether the reward reads the format, so one readable row of a set suffices."""
+    from maspo_verl.data.templates import reads_any
+
+    def integers_only(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
+        return float(ground_truth.isdigit() and solution_str.endswith(f"\\boxed{{{ground_truth}}}."))
+
+    assert reads_any("r1", integers_only, "aime24", [("x^2", {}), ("25", {})]) is None
+    assert reads_any("r1", integers_only, "aime24", [("x^2", {}), ("y", {})]).startswith("scored ")
+    assert reads_any("dapo", integers_only, "aime24", [("25", {})]) is not None

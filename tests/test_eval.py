@@ -341,3 +341,99 @@ def test_summary_of_a_fixture_store_matches_the_estimators(tmp_path):
     del store.records[(records[0]["problem_id"], 3)]
     partial = summarize(store, problems, config, {}, {})
     assert not partial["complete"] and "Incomplete" in summary_markdown(partial)
+
+
+# ---------------------------------------------------------------- the fingerprint
+
+V0_RECORD = FIXTURES / "v0_record"  # written by the evaluator before the fingerprint grew (see its script)
+
+
+def _prepared(tmp_path: Path, template: str) -> Path:
+    from fixtures import math_sources as fx
+
+    from maspo_verl.data.math_sets import prepare
+
+    return Path(prepare("aime24", tmp_path / template, source=fx.qwen_aime24(tmp_path), template=template,
+                        progress=False)["path"])  # fmt: skip
+
+
+def _sha256sum(path: Path) -> str:
+    import subprocess
+
+    return subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True).stdout.split()[0]
+
+
+def test_the_fingerprint_holds_engine_parallelism_templates_and_file_hashes(tmp_path, tiny_model_dir):
+    """The real evaluate() up to generation (no sample asked for, so no Ray): settings.json."""
+    import hashlib
+    from importlib.metadata import version
+
+    from maspo_verl.eval.runner import EvalConfig, evaluate
+    from maspo_verl.eval.store import FINGERPRINT_FIELDS, fingerprint
+    from tiny_qwen import CHAT_TEMPLATE
+
+    data = _prepared(tmp_path, "r1")
+    config = EvalConfig(model=str(tiny_model_dir), data=[str(data)], out=str(tmp_path / "out"), k=2, backend="hf",
+                        max_new_samples=0, progress=False, n_bootstrap=100)  # fmt: skip
+    summary = evaluate(config, log=lambda m: None)
+    stored = json.loads((tmp_path / "out" / "settings.json").read_text())
+    generation = stored["generation"]
+    assert list(generation) == list(FINGERPRINT_FIELDS)
+    assert generation["backend"] == "hf" and generation["tensor_parallel_size"] == 1
+    assert generation["dtype"] == "float32"
+    assert generation["engine_version"] == f"transformers {version('transformers')} / torch {version('torch')}"
+    assert generation["chat_template_sha256"] == hashlib.sha256(CHAT_TEMPLATE.encode()).hexdigest()[:16]
+    assert generation["prompt_template"] == "r1"
+    assert generation["data_sha256"] == {"aime24": _sha256sum(data)}
+    assert stored["fingerprint"] == fingerprint(generation) == summary["fingerprint"]
+
+    # the same problems prepared with another template: another file, another prompt: refused
+    config.data = [str(_prepared(tmp_path, "qwen_math"))]
+    with pytest.raises(EvalInputError) as error:
+        evaluate(config, log=lambda m: None)
+    assert "prompt_template: stored 'r1', now 'qwen_math'" in str(error.value)
+    assert f"data_sha256.aime24: stored '{_sha256sum(data)}'" in str(error.value)
+
+
+def test_a_record_of_the_old_format_reads_its_missing_fields_as_unknown(tmp_path):
+    import shutil
+
+    from maspo_verl.eval.store import FINGERPRINT_FIELDS, UNKNOWN, with_unknowns
+
+    stored = json.loads((V0_RECORD / "settings.json").read_text())
+    old = with_unknowns(stored["generation"])
+    added = {"engine_version", "tensor_parallel_size", "chat_template_sha256", "prompt_template", "data_sha256"}
+    assert set(old) == set(FINGERPRINT_FIELDS) and {k for k, v in old.items() if v == UNKNOWN} == added
+    assert old["temperature"] == 0.6 and old["backend"] == "hf"  # what it did record is kept
+    # resuming it under today's settings is refused, naming what the old record does not know
+    shutil.copytree(V0_RECORD, tmp_path / "v0")
+    now = {**old, "engine_version": "transformers 5.10.4 / torch 2.13.0+cpu", "tensor_parallel_size": 1,
+           "chat_template_sha256": "0123456789abcdef", "prompt_template": "r1", "data_sha256": {"aime24": "ab"}}  # fmt: skip
+    with pytest.raises(EvalInputError) as error:
+        SampleStore(tmp_path / "v0").open(now)
+    message = str(error.value)
+    for field in added:
+        assert f"{field}: stored 'unknown', now " in message, field
+    assert "temperature" not in message  # unchanged fields are not listed
+
+
+def test_data_whose_template_the_scorer_cannot_read_is_refused_before_the_model_loads(
+    tmp_path, capsys, no_model_loading, tiny_model_dir
+):
+    boxed_only = tmp_path / "boxed_only.py"
+    boxed_only.write_text(
+        "import re\n"
+        "def score(data_source, solution_str, ground_truth, extra_info=None, **kw):\n"
+        "    found = re.findall(r'\\\\boxed\\{([^}]*)\\}', solution_str)\n"
+        "    return float(bool(found) and found[-1] == ground_truth)\n"
+    )
+    data, boxed_data = _prepared(tmp_path, "dapo"), _prepared(tmp_path, "qwen_math")
+    capsys.readouterr()  # the preparation's progress output
+    msg = _run_expecting_error(capsys, "--model", str(tiny_model_dir), "--data", str(data), "--out",
+                               str(tmp_path / "o"), "--backend", "hf", "--reward-fn", f"{boxed_only}:score")  # fmt: skip
+    assert f"{data} was prepared with the prompt template 'dapo', which asks for a last line 'Answer: ...'" in msg
+    assert f"its scorer {boxed_only}:score cannot read it" in msg and "--reward-fn" in msg
+    # the same scorer reads the boxed templates: the run gets past the check (to the model, refused here)
+    with pytest.raises(AssertionError, match="went past input validation"):
+        eval_main(["--model", str(tiny_model_dir), "--data", str(boxed_data), "--out",
+                   str(tmp_path / "o2"), "--backend", "hf", "--reward-fn", f"{boxed_only}:score"])  # fmt: skip

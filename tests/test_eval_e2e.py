@@ -78,6 +78,7 @@ def test_k_samples_per_problem_scores_jsonl_and_summary(kit, held_out, tmp_path)
     # defaults are stored with the results (the DeepSeek-R1-Distill convention)
     settings = json.loads((out / "settings.json").read_text())["generation"]
     assert (settings["temperature"], settings["top_p"], settings["backend"]) == (0.6, 0.95, "hf")
+    assert settings["prompt_template"] == "unknown" and set(settings["data_sha256"]) == {"maspo_kit/arith"}
     assert (
         json.loads((out / "summary.json").read_text())["benchmarks"]["maspo_kit/arith"]["avg_at_k"] == bench["avg_at_k"]
     )

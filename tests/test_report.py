@@ -87,7 +87,9 @@ def test_curves_are_drawn_per_metric_with_seeds_as_mean_and_spread(report):
     pngs = {p.name for p in (report / "curves").glob("*.png")}
     expected = {"critic_score_mean.png", "val_core_aime24_acc_mean_4.png", "val_core_math500_acc_mean_4.png",
                 "actor_entropy.png", "response_length_mean.png", "actor_pg_clipfrac.png",
-                "actor_maspo_gate_mean.png", "actor_maspo_gated_frac_pos.png", "overview.png"}  # fmt: skip
+                "actor_maspo_gate_mean.png", "actor_maspo_gated_frac_pos.png", "overview.png",
+                "training_rollout_probs_diff_mean.png", "training_rollout_probs_diff_max.png",
+                "training_rollout_actor_probs_pearson_corr.png"}  # fmt: skip
     assert expected <= pngs
     from PIL import Image
 
@@ -144,3 +146,104 @@ def test_bad_report_input_is_one_clear_message(tmp_path, capsys):
     assert "unfinished evaluation" in capsys.readouterr().err
     assert report_main(["--out", str(tmp_path)]) == 2
     assert "nothing to report" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- fingerprints in the table
+
+V0 = Path(__file__).parent / "fixtures" / "eval" / "v0_record"  # the evaluator's format before the fingerprint grew
+TODAY = {"backend": "vllm", "engine_version": "vllm 0.24.0", "dtype": "bfloat16", "tensor_parallel_size": 2,
+         "chat_template_sha256": "5f0e3c2a9b1d7e44", "prompt_template": "r1"}  # fmt: skip
+
+
+def _summary(directory: Path, data_source: str, file_hash: str = "a" * 64, **changes) -> Path:
+    """A summary in today's format: the v0 record's numbers as ``data_source``, with every fingerprint field."""
+    summary = json.loads((V0 / "summary.json").read_text())
+    summary["benchmarks"] = {data_source: {**summary["benchmarks"]["aime24"], "data_source": data_source}}
+    summary["generation"] = {**summary["generation"], **TODAY, "data_sha256": {data_source: file_hash}, **changes}
+    directory.mkdir(parents=True)
+    (directory / "summary.json").write_text(json.dumps(summary))
+    return directory
+
+
+def test_an_old_record_is_read_with_its_missing_fields_unknown(tmp_path):
+    assert report_main(["--out", str(tmp_path / "r"), "--eval", f"v0={V0}"]) == 0
+    (row,) = json.loads((tmp_path / "r" / "table.json").read_text())["rows"]
+    for field in ("engine_version", "tensor_parallel_size", "chat_template_sha256", "prompt_template"):
+        assert row["settings"][field] == "unknown", field
+    assert row["settings"]["temperature"] == 0.6 and row["cells"]["AIME24"]["data_sha256"] == "unknown"
+    text = (tmp_path / "r" / "table.md").read_text()
+    assert "engine_version unknown" in text and "temperature 0.6" in text
+
+
+def test_one_row_refuses_records_with_different_fingerprints_unless_asked(tmp_path, capsys):
+    today = _summary(tmp_path / "today_math500", "math500")
+    argv = ["--eval", f"mixed={V0}", "--eval", f"mixed={today}"]
+    assert report_main(["--out", str(tmp_path / "r"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to put evaluations with different settings in row 'mixed'" in err and "--allow-mixed" in err
+    assert f"engine_version: {V0} 'unknown', {today} 'vllm 0.24.0'" in err
+    assert f"backend: {V0} 'hf', {today} 'vllm'" in err and "temperature" not in err  # only what differs
+    assert "data_sha256" not in err  # a benchmark's file hash belongs to its column, not to the row
+
+    assert report_main(["--out", str(tmp_path / "r"), "--allow-mixed", *argv]) == 0
+    captured = capsys.readouterr()
+    assert "warning: row 'mixed' mixes settings: " in captured.err and "dtype: " in captured.err
+    text = (tmp_path / "r" / "table.md").read_text()
+    (row,) = [line for line in text.splitlines() if line.startswith("| mixed (ours")]
+    assert row.split("|")[2].strip() != "-" and row.split("|")[5].strip() != "-"  # AIME24 and MATH500, one row
+    assert "row mixed mixes evaluations with different settings: " in text and "engine_version: " in text
+
+
+def test_benchmarks_evaluated_separately_share_a_row_when_their_settings_agree(tmp_path, capsys):
+    aime, math = _summary(tmp_path / "aime", "aime24", "b" * 64), _summary(tmp_path / "math", "math500", "c" * 64)
+    assert report_main(["--out", str(tmp_path / "r"), "--eval", f"run={aime}", "--eval", f"run={math}"]) == 0
+    (row,) = json.loads((tmp_path / "r" / "table.json").read_text())["rows"]
+    assert row["cells"]["Avg"]["of"] == 2 and not row["mixed"] and len(row["fingerprints"]) == 2
+    assert (row["cells"]["AIME24"]["data_sha256"], row["cells"]["MATH500"]["data_sha256"]) == ("b" * 64, "c" * 64)
+    capsys.readouterr()
+    # the same benchmark twice in a row is refused, whatever the settings
+    again = _summary(tmp_path / "again", "aime24")
+    assert report_main(["--out", str(tmp_path / "r"), "--allow-mixed", "--eval", f"run={aime}",
+                        "--eval", f"run={again}"]) == 2  # fmt: skip
+    assert "benchmark 'aime24' is in two evaluations" in capsys.readouterr().err
+
+
+def test_rows_that_differ_in_settings_or_benchmark_files_say_so(tmp_path):
+    a = _summary(tmp_path / "a", "aime24", "1" * 64)
+    b = _summary(tmp_path / "b", "aime24", "2" * 64, temperature=1.0)
+    assert report_main(["--out", str(tmp_path / "r"), "--eval", f"a={a}", "--eval", f"b={b}"]) == 0
+    text = (tmp_path / "r" / "table.md").read_text()
+    assert "- temperature differs: a 0.6, b 1.0" in text
+    assert f"- aime24 file differs between rows (sha256): a {'1' * 12}, b {'2' * 12}" in text
+
+
+# ---------------------------------------------------------------- training-inference mismatch
+
+
+def test_the_mismatch_panels_draw_the_metrics_verl_logs():
+    """The report's metric names are the ones verl's calculate_debug_metrics returns."""
+    import torch
+    from verl.protocol import DataProto
+    from verl.utils.debug.metrics import calculate_debug_metrics
+
+    from maspo_verl.report.curves import MISMATCH
+
+    log_probs = torch.log(torch.tensor([[0.5, 0.25, 0.9], [0.1, 0.6, 0.3]]))
+    batch = DataProto.from_dict({"rollout_log_probs": log_probs, "old_log_probs": log_probs + 0.01,
+                                 "response_mask": torch.ones(2, 3), "responses": torch.zeros(2, 3)})  # fmt: skip
+    logged = calculate_debug_metrics(batch)
+    assert {metric for metric, _, _ in MISMATCH} <= set(logged)
+    diff = (torch.exp(log_probs + 0.01) - torch.exp(log_probs)).abs()
+    assert logged["training/rollout_probs_diff_mean"] == pytest.approx(diff.mean().item())  # |p - p'|, probabilities
+
+
+def test_the_paper_recipes_log_the_mismatch_and_only_log_it():
+    from hydra import compose, initialize_config_module
+
+    for recipe in ("paper_1p5b", "paper_7b", "paper_14b"):
+        with initialize_config_module(config_module="maspo_verl_configs", version_base=None):
+            config = compose("maspo_trainer", overrides=[f"recipe={recipe}", "algorithm=maspo"])
+        assert config.actor_rollout_ref.rollout.calculate_log_probs is True, recipe
+        correction = config.algorithm.rollout_correction  # what would turn the log-probs into a loss change
+        assert correction.rollout_is is None and correction.rollout_rs is None and not correction.bypass_mode
+        assert not config.actor_rollout_ref.actor.get("use_rollout_log_probs", False)

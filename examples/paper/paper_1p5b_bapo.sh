@@ -8,6 +8,7 @@
 #   D  group size 16, prompt length 2048, lr 1e-6 (10 warm-up steps, weight decay 0.1, grad clip 1.0),
 #      rollout temperature 1.0 / top_p 1.0, validation temperature 1.0 / top_p 0.7
 #   O  response length 8192, 1 node x 8 GPUs, 500 steps, validation and checkpoints every 25 steps
+#   O  rollout log-probs (calculate_log_probs): verl logs the training-inference mismatch, training/rollout_probs_diff_*
 #   Prompt template: "r1" ({problem} + "Please reason step by step, and put your final answer
 #   within \boxed{}.", one user message, no system prompt); prepare the data first:
 #     python -m maspo_verl.data prepare all --out ~/data/maspo_verl

@@ -5,11 +5,13 @@
     python -m maspo_verl.data list                                             # names, sources, sizes
 
 Every output row is what verl's RLHFDataset and reward loop read:
-  prompt        [{"role": "user", "content": <template filled with the problem>}]
+  prompt        chat messages: the template filled with the problem (a user message, after a
+                system message for templates that have one)
   data_source   one name per set (verl groups validation metrics and picks scorers by it)
   ability       "MATH"
   reward_model  {"style": "rule", "ground_truth": <normalised answer, a string>}
-  extra_info    {"index", "problem" (as in the source), "answer" (as in the source), "source"}
+  extra_info    {"index", "problem" (as in the source), "answer" (as in the source), "source",
+                 "template" (the prompt template's name)}
 
 Sources are read with `datasets`: from the hub when no `--source` is given, otherwise from a
 local parquet / jsonl / json file as the hub or another project ships it (a JSON list of
@@ -28,24 +30,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-# ----------------------------------------------------------------------------- prompt templates
-# One template per model family. `r1` is DeepSeek's own advice for R1-Distill-Qwen math
-# (no system prompt, the instruction after the problem); `dapo` is DAPO-Math-17k's own
-# "Answer:" template. maspo_verl.rewards.math_score reads both answer formats.
-
-R1_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
-DAPO_PREFIX = (
-    "Solve the following math problem step by step. The last line of your response should be of the "
-    "form Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n"
-)
-DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
-
-TEMPLATES = {
-    "r1": lambda problem: f"{problem}\n{R1_SUFFIX}",
-    "dapo": lambda problem: f"{DAPO_PREFIX}{problem}{DAPO_SUFFIX}",
-}
-DEFAULT_TEMPLATE = "r1"
-
+# One prompt template per model family (templates.py); its name goes into every row's
+# extra_info.template, which the trainer's preflight and the evaluator read.
+from .templates import DAPO_PREFIX, DAPO_SUFFIX, DEFAULT_TEMPLATE, R1_SUFFIX, TEMPLATES
 
 # ----------------------------------------------------------------------------- gold-answer quirks
 
@@ -293,7 +280,7 @@ def prepare_rows(spec: EvalSet, dataset, template: str, where: str, progress: bo
     if template not in TEMPLATES:
         raise ValueError(f"template={template!r} is not known; allowed: {sorted(TEMPLATES)}")
     layout = pick_layout(spec, dataset.column_names, where)
-    fill = TEMPLATES[template]
+    fill = TEMPLATES[template].messages
     seen, rows, empty = set(), [], 0
     iterator = tqdm(dataset, total=len(dataset), desc=f"{spec.name}", unit="row", disable=not progress, mininterval=1)
     for row in iterator:
@@ -308,10 +295,16 @@ def prepare_rows(spec: EvalSet, dataset, template: str, where: str, progress: bo
         rows.append(
             {
                 "data_source": "math_dapo" if spec.name == "dapo_math_17k" else spec.name,
-                "prompt": [{"role": "user", "content": fill(problem)}],
+                "prompt": fill(problem),
                 "ability": "MATH",
                 "reward_model": {"style": "rule", "ground_truth": gold},
-                "extra_info": {"index": len(rows), "problem": problem, "answer": raw_answer, "source": where},
+                "extra_info": {
+                    "index": len(rows),
+                    "problem": problem,
+                    "answer": raw_answer,
+                    "source": where,
+                    "template": template,
+                },
             }
         )
     counts = {
@@ -337,7 +330,13 @@ def write_parquet(rows: list, path: Path) -> None:
             (
                 "extra_info",
                 pa.struct(
-                    [("index", pa.int64()), ("problem", pa.string()), ("answer", pa.string()), ("source", pa.string())]
+                    [
+                        ("index", pa.int64()),
+                        ("problem", pa.string()),
+                        ("answer", pa.string()),
+                        ("source", pa.string()),
+                        ("template", pa.string()),
+                    ]
                 ),
             ),
         ]
@@ -384,7 +383,12 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("names", nargs="+", help=f"sets {sorted(SETS)} or groups {sorted(GROUPS)}")
     prep.add_argument("--out", required=True, help="output folder (<name>.parquet per set)")
     prep.add_argument("--source", help="local parquet/jsonl/json copy of the set (one name only); default: the hub")
-    prep.add_argument("--template", default=DEFAULT_TEMPLATE, choices=sorted(TEMPLATES), help="prompt template")
+    prep.add_argument(
+        "--template",
+        default=DEFAULT_TEMPLATE,
+        choices=sorted(TEMPLATES),
+        help="prompt template: r1 (DeepSeek-R1-Distill, boxed), dapo ('Answer:' line), qwen_math (Qwen2.5-Math, boxed)",
+    )
     prep.add_argument("--amc", default="amc23", choices=["amc23", "amc83"], help="the AMC set a group uses")
     prep.add_argument("--no-progress", action="store_true")
     commands.add_parser("list", help="the sets, their hub sources and sizes")

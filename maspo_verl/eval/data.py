@@ -44,6 +44,21 @@ class Problem:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes, as `sha256sum` prints it."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def benchmark_hashes(problems: list[Problem]) -> dict[str, str]:
+    """{data_source: sha256 of the file holding its rows} ("+"-joined when several files hold it)."""
+    files: dict[str, set[str]] = {}
+    for p in problems:
+        files.setdefault(p.data_source, set()).add(p.source_file)
+    digests = {f: file_sha256(f) for f in set().union(*files.values())} if files else {}
+    return {ds: "+".join(sorted(digests[f] for f in fs)) for ds, fs in sorted(files.items())}
+
+
 def check_files(paths: list) -> list[Path]:
     if not paths:
         raise EvalInputError("no eval data given: pass one or more prepared parquet files with --data")

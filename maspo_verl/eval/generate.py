@@ -33,6 +33,17 @@ def cuda_device_count() -> int:
         return 0
 
 
+def engine_version(backend: str) -> str:
+    """The rollout engine's own version: vLLM's, or transformers' and torch's for our hf engine."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ("vllm",) if backend == "vllm" else ("transformers", "torch")
+    try:
+        return " / ".join(f"{name} {version(name)}" for name in names)
+    except PackageNotFoundError as exc:
+        raise EvalInputError(f"the {backend} backend needs {exc.name}, which is not installed") from exc
+
+
 def check_backend(backend: str, tensor_parallel_size: int, num_replicas: int | None) -> int:
     """Validate the backend choice before anything is loaded; return the number of replicas."""
     if backend not in BACKENDS:

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from maspo_verl.eval import estimators
-from maspo_verl.eval.data import EvalInputError, Problem, load_problems
-from maspo_verl.eval.scoring import Scorer
-from maspo_verl.eval.store import SampleStore
+from maspo_verl.eval.data import EvalInputError, Problem, benchmark_hashes, load_problems
+from maspo_verl.eval.scoring import MATH_SCORER, Scorer
+from maspo_verl.eval.store import UNKNOWN, SampleStore, with_unknowns
 
 # The DeepSeek-R1-Distill evaluation convention (DeepSeek's model card).
 DEFAULT_TEMPERATURE = 0.6
@@ -90,9 +90,51 @@ def _eos_ids(model_config) -> set[int]:
     return ids
 
 
+def chat_template_sha256(tokenizer) -> str:
+    """Identity of the chat template the prompts go through ("none" when the tokenizer has none)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if template is None:
+        return "none"
+    text = template if isinstance(template, str) else json.dumps(template, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def prompt_template(problems: list[Problem], scorer: Scorer) -> str:
+    """The prompt template the data was prepared with (``extra_info.template``), after checking
+    that each data_source's scorer reads answers written the way it asks; "unknown" when the data
+    records none, "<data_source>=<name>, ..." when the files differ."""
+    from maspo_verl.data.templates import PROBES, TEMPLATES, reads_any
+
+    first: dict[tuple[str, str], list[Problem]] = {}
+    for p in problems:
+        name = p.extra_info.get("template")
+        if name and len(first.setdefault((p.data_source, name), [])) < PROBES:
+            first[(p.data_source, name)].append(p)
+    for (data_source, name), members in first.items():
+        p = members[0]
+        if name not in TEMPLATES:
+            raise EvalInputError(f"{p.source_file} was prepared with the prompt template {name!r}, which this "
+                                 f"version does not know (known: {sorted(TEMPLATES)})")  # fmt: skip
+        rows = [(m.ground_truth, m.extra_info) for m in members]
+        problem = reads_any(name, scorer.function(data_source), data_source, rows)
+        if problem:
+            raise EvalInputError(
+                f"{p.source_file} was prepared with the prompt template {name!r}, which asks for "
+                f"{TEMPLATES[name].asks_for}, but its scorer {scorer.spec_for(data_source)} cannot read it: it "
+                f"{problem}. Pass --reward-fn with a scorer that reads this format (the default, {MATH_SCORER}, "
+                "reads \\boxed{} and 'Answer:'), or prepare the data with another --template"
+            )
+    names = sorted({name for _, name in first})
+    if not names:
+        return UNKNOWN
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(f"{ds}={name}" for ds, name in sorted(first))
+
+
 def evaluate(config: EvalConfig, log=print) -> dict:
     """Run (or resume) one evaluation; return the summary (also written to ``<out>/summary.json``)."""
-    from maspo_verl.eval.generate import EngineSettings, check_backend, cuda_device_count
+    from maspo_verl.eval.generate import EngineSettings, check_backend, cuda_device_count, engine_version
     from maspo_verl.eval.model import check_model, model_fingerprint, resolve_model
 
     # ---- everything that can be wrong with the input, before any model is loaded
@@ -102,6 +144,8 @@ def evaluate(config: EvalConfig, log=print) -> dict:
     num_replicas = check_backend(config.backend, config.tensor_parallel_size, config.num_replicas)
     scorer = Scorer(config.reward_fn)
     scorers = scorer.resolve(p.data_source for p in problems)
+    template = prompt_template(problems, scorer)
+    engine = engine_version(config.backend)
     dtype = config.dtype or ("bfloat16" if cuda_device_count() else "float32")
 
     # ---- model (a verl checkpoint is merged once, cached) and prompts
@@ -113,15 +157,20 @@ def evaluate(config: EvalConfig, log=print) -> dict:
     prompts = {p.problem_id: _prompt_ids(tokenizer, p.messages, config.chat_template_kwargs) for p in problems}
     eos_ids = _eos_ids(model_config)
 
-    generation = {
+    generation = {  # the fingerprint: store.FINGERPRINT_FIELDS
         "model_fingerprint": model_fingerprint(resolved.hf_dir),
         "backend": config.backend,
+        "engine_version": engine,
         "dtype": dtype,
+        "tensor_parallel_size": config.tensor_parallel_size,
         "temperature": config.temperature,
         "top_p": config.top_p,
         "top_k": config.top_k,
         "max_response_length": config.max_response_length,
+        "chat_template_sha256": chat_template_sha256(tokenizer),
         "chat_template_kwargs": config.chat_template_kwargs,
+        "prompt_template": template,
+        "data_sha256": benchmark_hashes(problems),
         "seed": config.seed,
     }
     record = {
@@ -131,7 +180,6 @@ def evaluate(config: EvalConfig, log=print) -> dict:
         "data": [str(Path(p).resolve()) for p in config.data],
         "scorers": scorers,
         "num_replicas": num_replicas,
-        "tensor_parallel_size": config.tensor_parallel_size,
         "versions": _versions(),
     }
     log("evaluation settings (defaults included):")
@@ -312,6 +360,7 @@ def summarize(store: SampleStore, problems: list[Problem], config: EvalConfig, g
     summary = {
         "complete": complete,
         "k": config.k,
+        "fingerprint": store.fingerprint,
         "generation": generation,
         "run": run,
         "ci_method": (
@@ -378,11 +427,13 @@ def summary_markdown(summary: dict) -> str:
     if len(summary["benchmarks"]) > 1 and "average" in summary:
         total = sum(b["num_problems"] for b in summary["benchmarks"].values())
         lines.append(row("**Avg** (unweighted)", summary["average"], total))
-    g = summary["generation"]
+    g = with_unknowns(summary["generation"])
     lines.append("")
     lines.append(
-        f"k={k}, {g['backend']}, temperature {g['temperature']}, top_p {g['top_p']}, top_k {g['top_k']}, "
-        f"max response {g['max_response_length']} tokens. CI: {summary['ci_method']}."
+        f"k={k}, {g['backend']} ({g['engine_version']}), {g['dtype']}, tensor parallel {g['tensor_parallel_size']}, "
+        f"temperature {g['temperature']}, top_p {g['top_p']}, top_k {g['top_k']}, max response "
+        f"{g['max_response_length']} tokens, prompt template {g['prompt_template']}, chat template "
+        f"{g['chat_template_sha256']}. CI: {summary['ci_method']}."
     )
     return "\n".join(lines) + "\n"
 

@@ -39,6 +39,14 @@ class Scored:
         """A sample counts as correct for Pass@k when its acc is at least 0.5 (acc is 0/1 for our scorers)."""
         return self.acc >= 0.5
 
+    @classmethod
+    def of(cls, result) -> "Scored":
+        """A reward function's return value: a number, or a dict with ``score`` (``acc``, ``pred`` optional)."""
+        if isinstance(result, dict):
+            score = float(result["score"])
+            return cls(score=score, acc=float(result.get("acc", score)), pred=result.get("pred"))
+        return cls(score=float(result), acc=float(result), pred=None)
+
 
 def load_function(spec: str) -> Callable:
     """``/path/to/file.py:name`` or ``package.module:name`` -> the function."""
@@ -96,17 +104,18 @@ class Scorer:
             used[data_source] = spec
         return used
 
+    def function(self, data_source: str) -> Callable:
+        """The scorer of ``data_source``, with verl's custom-reward signature."""
+        spec = self.spec_for(data_source)
+        return self._cache.get(spec) or self._cache.setdefault(spec, load_function(spec))
+
     def __call__(self, data_source: str, response: str, ground_truth: Any, extra_info: dict | None) -> Scored:
         spec = self.spec_for(data_source)
-        fn = self._cache.get(spec) or self._cache.setdefault(spec, load_function(spec))
-        result = fn(data_source=data_source, solution_str=response, ground_truth=ground_truth, extra_info=extra_info)
-        pred = None
-        if isinstance(result, dict):
-            score = float(result["score"])
-            acc = float(result.get("acc", score))
-            pred = result.get("pred")
-        else:
-            score = acc = float(result)
+        result = self.function(data_source)(
+            data_source=data_source, solution_str=response, ground_truth=ground_truth, extra_info=extra_info
+        )
+        scored = Scored.of(result)
+        score, acc, pred = scored.score, scored.acc, scored.pred
         if pred is None and spec == KIT_SCORERS["maspo_kit/arith"]:
             from maspo_verl.kit.reward import parse_answer
 

@@ -3,6 +3,10 @@
 ``<out>/settings.json`` holds the generation settings and their fingerprint; every line of
 ``<out>/samples.jsonl`` is one sample keyed by (problem_id, sample) and carries the fingerprint
 too. A run whose settings differ is refused; a line cut off by an interruption is dropped.
+
+The settings are ``FINGERPRINT_FIELDS``. Records written before a field existed lack it: they
+are read with the field ``"unknown"`` (``with_unknowns``), so they never match a record that
+knows it.
 """
 
 from __future__ import annotations
@@ -16,10 +20,47 @@ from maspo_verl.eval.data import EvalInputError
 
 SETTINGS_FILE = "settings.json"
 SAMPLES_FILE = "samples.jsonl"
+UNKNOWN = "unknown"
+FINGERPRINT_FIELDS = (
+    "model_fingerprint",  # content hash of the model's config and weights
+    "backend",  # the rollout engine: vllm or hf
+    "engine_version",  # "vllm X" or "transformers X / torch Y" (the hf engine)
+    "dtype",
+    "tensor_parallel_size",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_response_length",
+    "chat_template_sha256",  # of the tokenizer's chat template ("none" without one)
+    "chat_template_kwargs",
+    "prompt_template",  # the name `prepare` recorded in the data (extra_info.template)
+    "data_sha256",  # {data_source: sha256 of the bytes of the file holding it}
+    "seed",
+)
+PER_BENCHMARK_FIELDS = ("data_sha256",)  # keyed by data_source: a benchmark's own, not the run's
 
 
 def fingerprint(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def with_unknowns(generation: dict) -> dict:
+    """A stored record's settings with every fingerprint field present (older records lack some)."""
+    return {**{name: UNKNOWN for name in FINGERPRINT_FIELDS}, **generation}
+
+
+def settings_diff(first: dict, second: dict, names: tuple[str, str] = ("stored", "now")) -> list[str]:
+    """``"field: stored X, now Y"`` for every field that differs; dict fields compared key by key."""
+    out = []
+    for key in sorted(set(first) | set(second)):
+        a, b = first.get(key, UNKNOWN), second.get(key, UNKNOWN)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{line}" for line in settings_diff(a, b, names)]
+        else:
+            out.append(f"{key}: {names[0]} {a!r}, {names[1]} {b!r}")
+    return out
 
 
 class SampleStore:
@@ -28,6 +69,7 @@ class SampleStore:
         self.settings_path = self.out_dir / SETTINGS_FILE
         self.samples_path = self.out_dir / SAMPLES_FILE
         self.records: dict[tuple[str, int], dict] = {}
+        self.fingerprint: str | None = None  # set by open()
         self._fp = None
 
     def open(self, generation: dict, extra: dict | None = None) -> str:
@@ -37,12 +79,7 @@ class SampleStore:
         if self.settings_path.is_file():
             stored = json.loads(self.settings_path.read_text())
             if stored.get("fingerprint") != self.fingerprint:
-                old = stored.get("generation", {})
-                diffs = [
-                    f"{key}: stored {old.get(key)!r}, now {generation.get(key)!r}"
-                    for key in sorted(set(old) | set(generation))
-                    if old.get(key) != generation.get(key)
-                ]
+                diffs = settings_diff(with_unknowns(stored.get("generation", {})), generation)
                 raise EvalInputError(
                     f"refusing to mix samples generated under different settings in {self.out_dir} "
                     f"({'; '.join(diffs) or 'fingerprint differs'}); use another --out directory or delete this one"

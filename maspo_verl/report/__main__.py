@@ -1,7 +1,9 @@
 """`python -m maspo_verl.report --eval LABEL=DIR ... --run LABEL=LOG ... --out DIR`: paper-style table and curves.
 
 --eval: output dirs of `python -m maspo_verl.eval` -> a markdown table (cells "Avg@k / Pass@k"),
-with the paper's rows for the model size and our difference to them (table.md/.json/.csv).
+with the paper's rows for the model size and our difference to them (table.md/.json/.csv). Give
+several --eval with the same LABEL for benchmarks evaluated separately: one row, refused when their
+settings differ (--allow-mixed combines them and says what differs).
 --run: verl training logs (file-logger .jsonl or TensorBoard event files/dirs) -> PNG curves per
 metric and an overview (curves/), plus their data (curves_long.csv, curves_agg.csv, curves.json).
 Give several --run with the same LABEL for seeds of one method: drawn as mean and spread.
@@ -27,7 +29,13 @@ def _labelled(value: str) -> tuple[str | None, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m maspo_verl.report", description=__doc__.splitlines()[0])
-    p.add_argument("--eval", action="append", default=[], metavar="[LABEL=]DIR", help="an eval output dir (repeat)")
+    p.add_argument(
+        "--eval",
+        action="append",
+        default=[],
+        metavar="[LABEL=]DIR",
+        help="an eval output dir (repeat; same LABEL = one row)",
+    )
     p.add_argument(
         "--run",
         action="append",
@@ -43,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="paper rows to show; default: inferred from the evaluated model's path",
     )
     p.add_argument("--compare-to", default=None, help="paper method every row is compared with (default: by label)")
+    p.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="let evaluations with different settings share a row (same --eval LABEL); the report says what differs",
+    )
     p.add_argument("--smooth", type=int, default=1, help="moving-average window for per-step curves")
     p.add_argument("--title", default=None, help="title of the overview figure")
     return p
@@ -78,7 +91,10 @@ def report_table(args, out: Path) -> str:
     for value in args.eval:
         label, path = _labelled(value)
         evals.append((label or Path(path).expanduser().resolve().name, load_summary(path)))
-    table = build_table(evals, args.model_size, args.compare_to)
+    table = build_table(evals, args.model_size, args.compare_to, allow_mixed=args.allow_mixed)
+    for row in table["rows"]:
+        if row["mixed"]:
+            print(f"warning: row {row['label']!r} mixes settings: " + "; ".join(row["mixed"]), file=sys.stderr)
     markdown = table_markdown(table)
     (out / "table.md").write_text(markdown)
     (out / "table.json").write_text(json.dumps(table, indent=1))

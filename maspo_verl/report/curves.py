@@ -26,6 +26,14 @@ FIXED = [  # (metric, title, y label)
     ("actor/pg_clipfrac_lower", "dual-clip fraction (actor/pg_clipfrac_lower)", "fraction of tokens"),
     ("actor/ppo_kl", "approx. KL to the rollout policy (actor/ppo_kl)", "KL"),
 ]
+# Training-inference mismatch: verl compares the rollout engine's probabilities of the sampled
+# tokens with the actor's recomputed ones when actor_rollout_ref.rollout.calculate_log_probs=True
+# (verl/utils/debug/metrics.py: |p_rollout - p_actor| per response token, and their Pearson r).
+MISMATCH = [
+    ("training/rollout_probs_diff_mean", "mismatch: mean |p_rollout - p_actor| per token", "probability"),
+    ("training/rollout_probs_diff_max", "mismatch: max |p_rollout - p_actor| per token", "probability"),
+    ("training/rollout_actor_probs_pearson_corr", "mismatch: Pearson r of p_rollout, p_actor", "correlation"),
+]
 
 
 def panels(runs: dict[str, list[Series]]) -> list[dict]:
@@ -41,7 +49,7 @@ def panels(runs: dict[str, list[Series]]) -> list[dict]:
         what = "accuracy" if "/acc/" in key else "reward"
         out.append({"metric": key, "title": f"validation {what}: {match.group(1)} (mean@{match.group(2)})",
                     "ylabel": f"{what} (mean over samples)", "sparse": True})  # fmt: skip
-    for metric, title, ylabel in FIXED:
+    for metric, title, ylabel in FIXED + MISMATCH:
         if metric in keys:
             out.append({"metric": metric, "title": title, "ylabel": ylabel, "sparse": False})
     for key in sorted(k for k in keys if k.startswith("actor/maspo/")):

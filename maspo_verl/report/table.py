@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from maspo_verl.eval.store import PER_BENCHMARK_FIELDS, UNKNOWN, settings_diff, with_unknowns
 from maspo_verl.report.paper import BENCHMARKS, PAPER, PAPER_K, SOURCE, benchmark_column, infer_model_size, paper_method
 
 
@@ -13,6 +14,7 @@ class ReportInputError(ValueError):
 
 
 def load_summary(path) -> dict:
+    """An eval summary, with its directory under ``"path"``."""
     path = Path(path).expanduser()
     file = path / "summary.json" if path.is_dir() else path
     if not file.is_file():
@@ -20,26 +22,66 @@ def load_summary(path) -> dict:
     summary = json.loads(file.read_text())
     if not summary.get("complete"):
         raise ReportInputError(f"{file} is from an unfinished evaluation; run the evaluator again to complete it")
+    summary["path"] = str(file.parent)
     return summary
 
 
-def eval_row(label: str, summary: dict) -> dict:
-    """One of our rows: per paper column (Avg@k %, Pass@k %, CI %), plus benchmarks outside the paper."""
-    k = summary["k"]
+def row_settings(summary: dict) -> dict:
+    """What must agree for evaluations to share a row: the fingerprint fields ("unknown" where an
+    older record lacks them) and k, without the per-benchmark file hashes (their columns' own)."""
+    settings = {key: value for key, value in with_unknowns(summary["generation"]).items()
+                if key not in PER_BENCHMARK_FIELDS}  # fmt: skip
+    return {**settings, "k": summary["k"]}
+
+
+def _check_one_row(label: str, summaries: list[dict], allow_mixed: bool) -> list[str]:
+    """Refuse evaluations of one label that differ in settings or overlap in benchmarks; with
+    ``allow_mixed``, return what differs instead."""
+    seen: dict[str, str] = {}
+    for summary in summaries:
+        for data_source in summary["benchmarks"]:
+            if data_source in seen:
+                raise ReportInputError(
+                    f"row {label!r}: benchmark {data_source!r} is in two evaluations ({seen[data_source]} and "
+                    f"{summary['path']}); give one of them another label"
+                )
+            seen[data_source] = summary["path"]
+    first = summaries[0]
+    differences = []
+    for other in summaries[1:]:
+        diff = settings_diff(row_settings(first), row_settings(other), (first["path"], other["path"]))
+        differences += diff
+    if differences and not allow_mixed:
+        raise ReportInputError(
+            f"refusing to put evaluations with different settings in row {label!r}: "
+            + "; ".join(differences)
+            + ". Give them different labels, or pass --allow-mixed to combine them anyway"
+        )
+    return differences
+
+
+def eval_row(label: str, summaries: list[dict], allow_mixed: bool = False) -> dict:
+    """One of our rows, from the evaluations given this label: per paper column (Avg@k %, Pass@k %,
+    CI %), plus benchmarks outside the paper."""
+    mixed = _check_one_row(label, summaries, allow_mixed)
     cells, other = {}, {}
-    for data_source, b in summary["benchmarks"].items():
-        entry = {
-            "avg": 100 * b["avg_at_k"],
-            "pass": 100 * b["pass_at_k"][str(k)],
-            "ci": [100 * x for x in b["avg_at_k_ci"]],
-            "data_source": data_source,
-            "num_problems": b["num_problems"],
-        }
-        column = benchmark_column(data_source)
-        if column is None or column in cells:
-            other[data_source] = entry
-        else:
-            cells[column] = entry
+    for summary in summaries:
+        k = summary["k"]
+        for data_source, b in summary["benchmarks"].items():
+            entry = {
+                "avg": 100 * b["avg_at_k"],
+                "pass": 100 * b["pass_at_k"][str(k)],
+                "ci": [100 * x for x in b["avg_at_k_ci"]],
+                "k": k,
+                "data_source": data_source,
+                "num_problems": b["num_problems"],
+                "data_sha256": _benchmark_hash(summary, data_source),
+            }
+            column = benchmark_column(data_source)
+            if column is None or column in cells:
+                other[data_source] = entry
+            else:
+                cells[column] = entry
     present = [c for c in BENCHMARKS if c in cells]
     if present:
         cells["Avg"] = {
@@ -47,12 +89,39 @@ def eval_row(label: str, summary: dict) -> dict:
             "pass": sum(cells[c]["pass"] for c in present) / len(present),
             "of": len(present),
         }
-    return {"label": label, "k": k, "cells": cells, "other": other, "model": summary["run"].get("model", ""),
-            "method": paper_method(label), "generation": summary["generation"]}  # fmt: skip
+    ks = sorted({s["k"] for s in summaries})
+    return {"label": label, "k": ks[0] if len(ks) == 1 else "/".join(map(str, ks)), "cells": cells, "other": other,
+            "model": summaries[0]["run"].get("model", ""), "method": paper_method(label),
+            "settings": _combined_settings(summaries), "fingerprints": [s.get("fingerprint", UNKNOWN) for s in summaries],
+            "sources": [s.get("path", "") for s in summaries], "mixed": mixed}  # fmt: skip
 
 
-def build_table(evals: list[tuple[str, dict]], model_size: str | None = None, compare_to: str | None = None) -> dict:
-    rows = [eval_row(label, summary) for label, summary in evals]
+def _combined_settings(summaries: list[dict]) -> dict:
+    """A row's settings; a field its evaluations disagree on (--allow-mixed) reads "mixed: a / b"."""
+    each = [row_settings(s) for s in summaries]
+    combined = {}
+    for key, value in each[0].items():
+        values = list({json.dumps(e[key], sort_keys=True): e[key] for e in each}.values())
+        combined[key] = value if len(values) == 1 else "mixed: " + " / ".join(str(v) for v in values)
+    return combined
+
+
+def _benchmark_hash(summary: dict, data_source: str) -> str:
+    hashes = with_unknowns(summary["generation"])["data_sha256"]
+    return hashes.get(data_source, UNKNOWN) if isinstance(hashes, dict) else UNKNOWN
+
+
+def build_table(
+    evals: list[tuple[str, dict]],
+    model_size: str | None = None,
+    compare_to: str | None = None,
+    allow_mixed: bool = False,
+) -> dict:
+    """Evaluations given the same label make one row (e.g. benchmarks evaluated in separate runs)."""
+    groups: dict[str, list[dict]] = {}
+    for label, summary in evals:
+        groups.setdefault(label, []).append(summary)
+    rows = [eval_row(label, summaries, allow_mixed) for label, summaries in groups.items()]
     if model_size is None:
         sizes = {infer_model_size(r["model"]) for r in rows} - {None}
         model_size = sizes.pop() if len(sizes) == 1 else None
@@ -74,9 +143,39 @@ def build_table(evals: list[tuple[str, dict]], model_size: str | None = None, co
             "paper_rows": {m: {c: list(v) for c, v in cols.items()} for m, cols in paper.items()}}  # fmt: skip
 
 
+def settings_notes(rows: list[dict]) -> list[str]:
+    """The evaluation settings: those all rows share, those that differ between rows (the model
+    aside), rows that mix settings (--allow-mixed), and benchmark files that differ between rows."""
+    shown = [key for key in rows[0]["settings"] if key not in ("model_fingerprint", "k")]
+    same = [key for key in shown if len({json.dumps(r["settings"][key], sort_keys=True) for r in rows}) == 1]
+    notes = [
+        "",
+        "Evaluation settings (fingerprint fields; `unknown`: not recorded by the evaluator that wrote it):",
+        "",
+    ]
+    if same:
+        notes.append("- same in every row: " + ", ".join(f"{key} {rows[0]['settings'][key]}" for key in same))
+    for key in shown:
+        if key not in same:
+            notes.append(f"- {key} differs: " + ", ".join(f"{r['label']} {r['settings'][key]}" for r in rows))
+    for row in rows:
+        if row["mixed"]:
+            notes.append(f"- row {row['label']} mixes evaluations with different settings: " + "; ".join(row["mixed"]))
+    by_source: dict[str, dict[str, str]] = {}
+    for row in rows:
+        for c in [*row["cells"].values(), *row["other"].values()]:
+            if "data_source" in c:
+                by_source.setdefault(c["data_source"], {})[row["label"]] = c["data_sha256"]
+    for data_source, hashes in sorted(by_source.items()):
+        if len(set(hashes.values())) > 1:
+            notes.append(f"- {data_source} file differs between rows (sha256): "
+                         + ", ".join(f"{label} {h[:12]}" for label, h in hashes.items()))  # fmt: skip
+    return notes
+
+
 def table_markdown(table: dict) -> str:
     columns = [*BENCHMARKS, "Avg"]
-    ks = sorted({r["k"] for r in table["rows"]})
+    ks = sorted({c["k"] for r in table["rows"] for c in [*r["cells"].values(), *r["other"].values()] if "k" in c})
     k_text = "/".join(str(k) for k in ks)
     out = [f"| run | {' | '.join(columns)} |", "|---" * (len(columns) + 1) + "|"]
     for row in table["rows"]:
@@ -108,7 +207,7 @@ def table_markdown(table: dict) -> str:
         notes.append(
             f"Note: k differs from the paper's {table['paper_k']}: Pass@k and the difference in it are not comparable."
         )
-    out += notes
+    out += notes + settings_notes(table["rows"])
     out += ["", "Avg@k with 95% confidence intervals (percentile bootstrap over problems):", ""]
     out += ["| run | " + " | ".join(BENCHMARKS) + " |", "|---" * (len(BENCHMARKS) + 1) + "|"]
     for row in table["rows"]:
@@ -130,11 +229,11 @@ def table_csv_rows(table: dict) -> list[dict]:
     rows = []
     for row in table["rows"]:
         for column, c in row["cells"].items():
-            rows.append({"row": row["label"], "kind": "ours", "k": row["k"], "benchmark": column,
+            rows.append({"row": row["label"], "kind": "ours", "k": c.get("k", row["k"]), "benchmark": column,
                          "avg_at_k": c["avg"], "pass_at_k": c["pass"],
                          "ci_low": c.get("ci", [None, None])[0], "ci_high": c.get("ci", [None, None])[1]})  # fmt: skip
         for ds, c in row["other"].items():
-            rows.append({"row": row["label"], "kind": "ours", "k": row["k"], "benchmark": ds,
+            rows.append({"row": row["label"], "kind": "ours", "k": c["k"], "benchmark": ds,
                          "avg_at_k": c["avg"], "pass_at_k": c["pass"], "ci_low": c["ci"][0], "ci_high": c["ci"][1]})  # fmt: skip
     for method, cols in table["paper_rows"].items():
         for column, (avg, pas) in cols.items():
