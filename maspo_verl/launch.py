@@ -33,11 +33,6 @@ LOG_FILE = "train.log"
 REWARD = "critic/score/mean"
 
 
-def val_accuracy_key(data_source: str, samples: int = 1) -> str:
-    """verl's held-out accuracy metric for a data source validated with `val_kwargs.n=samples`."""
-    return f"val-core/{data_source}/acc/mean@{samples}"
-
-
 class RunFailed(RuntimeError):
     """A training run exited with an error; the message ends with the tail of its log."""
 
@@ -126,14 +121,19 @@ def run_process(
     return tail.result()
 
 
-def compose_run_config(overrides: list[str]):
-    """The config `python -m maspo_verl.main_ppo <overrides>` would run, checked and resolved."""
+def compose_config(overrides: list[str]):
+    """The config `python -m maspo_verl.main_ppo <overrides>` composes, unresolved and unchecked."""
     from hydra import compose, initialize_config_module
 
+    with initialize_config_module(config_module="maspo_verl_configs", version_base=None):
+        return compose("maspo_trainer", overrides=list(overrides))
+
+
+def compose_run_config(overrides: list[str]):
+    """The config `python -m maspo_verl.main_ppo <overrides>` would run, checked and resolved."""
     from .main_ppo import prepare
 
-    with initialize_config_module(config_module="maspo_verl_configs", version_base=None):
-        config = compose("maspo_trainer", overrides=list(overrides))
+    config = compose_config(overrides)
     prepare(config)
     return config
 
@@ -153,7 +153,10 @@ class RaySession:
 
     verl's file logger takes its path from the environment of the Ray workers, fixed when Ray
     starts, so each run logs to `<log_root>/<project_name>/<experiment_name>.jsonl`
-    (`VERL_FILE_LOGGER_ROOT`); the session names each run's project and experiment.
+    (`VERL_FILE_LOGGER_ROOT`, also passed in the job's runtime env so that workers on other nodes
+    of an existing cluster, `RAY_ADDRESS`, get it); the session names each run's project and
+    experiment. On a cluster, `log_root` and each run's folder must be on a filesystem every node
+    sees, as verl's checkpoints must.
     """
 
     def __init__(self, log_root: Path):
@@ -189,7 +192,9 @@ class RaySession:
         metrics = self.log_root / project / f"{experiment}.jsonl"
         metrics.unlink(missing_ok=True)
         overrides = [*base_overrides(out), *overrides, f"trainer.project_name={project}",
-                     f"trainer.experiment_name={experiment}"]  # fmt: skip
+                     f"trainer.experiment_name={experiment}",
+                     # a job-level env var reaches the workers on every node of a Ray cluster too
+                     f"++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_ROOT={self.log_root}"]  # fmt: skip
         tail = MetricsTail(metrics, on_step)
         stop = threading.Event()
 
@@ -208,7 +213,9 @@ class RaySession:
             follower.join()
             tail.poll()
             release_placement_groups()
-            (out / METRICS_FILE).write_text("".join(json.dumps(record) + "\n" for record in tail.records))
+            # appended: a run verl resumes from its checkpoint keeps the steps logged before
+            with open(out / METRICS_FILE, "a") as metrics_file:
+                metrics_file.write("".join(json.dumps(record) + "\n" for record in tail.records))
         return tail.result()
 
 

@@ -18,6 +18,9 @@ from pathlib import Path
 from .launch import REWARD, RunFailed, run_process
 
 VAL_ACC = "val-core/maspo_kit/arith/acc/mean@1"
+# verl's |p_actor - p_rollout| per token: how far from on-policy the rollout sampled (float
+# rounding when actor and rollout compute alike; 0.05 when the actor ran in bf16)
+MISMATCH = "training/rollout_probs_diff_max"
 PROGRESS = [  # (metric, label, format)
     (REWARD, "reward", "{:.2f}"),
     (VAL_ACC, "held-out acc", "{:.3f}"),
@@ -27,6 +30,7 @@ PROGRESS = [  # (metric, label, format)
     ("actor/maspo/clip_frac_ppo", "clip@0.2", "{:.3f}"),
     ("actor/pg_clipfrac", "clipfrac", "{:.3f}"),
     ("actor/ppo_kl", "kl", "{:.4f}"),
+    (MISMATCH, "|p_actor-p_rollout|", "{:.0e}"),
     ("timing_s/step", "s", "{:.1f}"),
 ]
 
@@ -65,6 +69,7 @@ def series(records: list, key: str) -> tuple[list, list]:
 def summarize(records: list, algorithm: str, seconds: float) -> dict:
     val_steps, val_acc = series(records, VAL_ACC)
     reward_steps, rewards = series(records, REWARD)
+    _, mismatch = series(records, MISMATCH)
     if not val_acc:
         sys.exit("no held-out accuracy was logged: nothing to summarize")
     window = max(1, len(rewards) // 5)
@@ -76,6 +81,7 @@ def summarize(records: list, algorithm: str, seconds: float) -> dict:
         "held_out_accuracy": dict(zip(val_steps, val_acc)),
         "reward_first_fifth": sum(rewards[:window]) / window if rewards else None,
         "reward_last_fifth": sum(rewards[-window:]) / window if rewards else None,
+        "rollout_actor_prob_diff_max": max(mismatch) if mismatch else None,
         "wall_seconds": round(seconds, 1),
     }
 
@@ -86,7 +92,7 @@ def plot(records: list, summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (acc_ax, reward_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (acc_ax, reward_ax, mismatch_ax) = plt.subplots(1, 3, figsize=(15, 4))
     val_steps, val_acc = series(records, VAL_ACC)
     acc_ax.plot(val_steps, val_acc, marker="o")
     acc_ax.set(title="held-out accuracy (sampled, T=1)", xlabel="step", ylim=(0, 1))
@@ -98,6 +104,9 @@ def plot(records: list, summary: dict, path: Path) -> None:
         reward_ax.plot(reward_steps[window - 1 :], smooth, label=f"mean of {window}")
     reward_ax.set(title="training reward (mean over rollouts)", xlabel="step", ylim=(0, 1))
     reward_ax.legend()
+    mismatch_steps, mismatch = series(records, MISMATCH)
+    mismatch_ax.semilogy(mismatch_steps, mismatch, marker=".")
+    mismatch_ax.set(title="rollout vs actor: max |p_actor - p_rollout|", xlabel="step", ylim=(1e-8, 1))
     fig.suptitle(f"{summary['algorithm']} on the tiny kit (two-digit addition), verl on CPU")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -133,6 +142,11 @@ def main(argv=None) -> dict:
         f"training reward {summary['reward_first_fifth']:.3f} -> {summary['reward_last_fifth']:.3f} "
         f"(first vs last fifth of the steps); {summary['wall_seconds']:.0f} s in all"
     )
+    if summary["rollout_actor_prob_diff_max"] is not None:
+        print(
+            f"  rollout vs actor: max |p_actor - p_rollout| {summary['rollout_actor_prob_diff_max']:.1e} over all "
+            "tokens and steps (on-policy up to float rounding when small)"
+        )
     print(f"  plot: {out / 'quickstart.png'}   metrics: {out / 'metrics.jsonl'}   summary: {out / 'summary.json'}")
     return summary
 

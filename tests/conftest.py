@@ -8,6 +8,8 @@ PRESETS = sorted(
 )
 # one trainer step each in one shared Ray session (maspo and dapo have runs of their own)
 ONE_STEP_PRESETS = [p for p in PRESETS if p not in ("maspo", "dapo")]
+# ... and, in the same session, grpo long enough to learn (tests/test_e2e_kit.py)
+LEARNING_RUN, LEARNING_STEPS = "grpo_learns", 20
 
 
 def pytest_collection_modifyitems(config, items):
@@ -38,9 +40,10 @@ def maspo_actor_config():
 
 @pytest.fixture(scope="session")
 def one_step_runs(tmp_path_factory):
-    """One step of each preset of ONE_STEP_PRESETS on the tiny kit, all in ONE Ray session (start-up
-    paid once; maspo_verl.launch): {preset: RunResult or RunFailed}, each run's files under
-    `<root>/<preset>`. The grpo run also saves its checkpoint (tests/test_eval_e2e.py evaluates it)."""
+    """One step of each preset of ONE_STEP_PRESETS on the tiny kit, then LEARNING_STEPS steps of grpo
+    (LEARNING_RUN), all in ONE Ray session (start-up paid once; maspo_verl.launch): {name: (RunResult
+    or RunFailed, its folder)}. The one-step grpo run also saves its checkpoint (tests/test_eval_e2e.py
+    evaluates it); the learning run exports its final model for the held-out probe."""
     from maspo_verl.launch import run_session_process
 
     root = tmp_path_factory.mktemp("one_step")
@@ -50,5 +53,11 @@ def one_step_runs(tmp_path_factory):
         overrides = ["+kit=tiny_cpu", f"algorithm={preset}", "trainer.total_training_steps=1",
                      "trainer.val_before_train=False", "trainer.test_freq=-1", *save]  # fmt: skip
         runs.append((overrides, root / preset))
+    runs.append(
+        (["+kit=tiny_cpu", "algorithm=grpo", f"trainer.total_training_steps={LEARNING_STEPS}",
+          "trainer.val_before_train=False", "trainer.test_freq=-1", f"trainer.save_freq={LEARNING_STEPS}",
+          "actor_rollout_ref.actor.checkpoint.save_contents=[hf_model]"], root / LEARNING_RUN)
+    )  # fmt: skip
     outcomes = run_session_process(runs, root, timeout=1800)
-    return {preset: (outcome, root / preset) for preset, outcome in zip(ONE_STEP_PRESETS, outcomes)}
+    names = [*ONE_STEP_PRESETS, LEARNING_RUN]
+    return {name: (outcome, root / name) for name, outcome in zip(names, outcomes)}

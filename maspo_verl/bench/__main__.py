@@ -1,12 +1,19 @@
-"""`python -m maspo_verl.bench`: run presets x seeds on the kit's chain task and compare them.
+"""`python -m maspo_verl.bench`: presets x seeds through verl's trainer, compared with the statistics they need.
 
-    python -m maspo_verl.bench                                   # every preset x 3 seeds, standard regime
-    python -m maspo_verl.bench --presets grpo,maspo --seeds 0,1 --regimes standard,stress
+    python -m maspo_verl.bench                                   # the tiny kit on CPU: main presets + 2 controls x 3 seeds
+    python -m maspo_verl.bench --regimes stress                  # 16 off-policy updates per rollout
+    python -m maspo_verl.bench --presets all --seeds 0,1,2,3,4   # every preset, MASPO's ablations included
     python -m maspo_verl.bench --report-only                     # tables and plots from finished runs
 
-Writes `<out>/<regime>/<preset>/seed<k>/` per run (verl's metrics JSONL, held-out generations,
-result.json), then `<out>/summary.md`, `<out>/summary.json` and `<out>/<regime>.png`. Started
-again, it skips the finished runs. It measures; it does not assume any method wins.
+    python -m maspo_verl.bench --recipe paper_1p5b --presets grpo,dapo,maspo --seeds 0,1,2 [overrides ...]
+    python -m maspo_verl.bench --recipe paper_1p5b ... --plan      # the runs, their configs and GPU-hours; runs nothing
+    python -m maspo_verl.bench --recipe paper_1p5b ... --dry-run   # preflight every run before any starts
+
+Writes `<out>/<regime or recipe>/<preset>/seed<k>/` per run (verl's metrics JSONL, the final model,
+result.json with the held-out probes or the evaluator's summary), then `<out>/summary.md`,
+`<out>/summary.json` and `<out>/<regime>.png`. Started again, it skips the finished runs (and verl
+resumes an interrupted recipe run from its last checkpoint). It measures; it does not assume any
+method wins, and on the kit it says whether the instrument passed its controls.
 """
 
 import argparse
@@ -14,9 +21,25 @@ import json
 import sys
 from pathlib import Path
 
+from .plan import dry_run, print_plan
 from .plots import plot_regime
 from .summary import markdown, summarize
-from .sweep import REGIMES, BenchInputError, available_presets, plan, read_result, run_sweep
+from .sweep import (
+    DEFAULT_TARGETS,
+    DEFAULT_TASK,
+    KIT_PRESETS,
+    MAIN_PRESETS,
+    REGIMES,
+    BenchInputError,
+    available_presets,
+    plan,
+    plan_recipes,
+    read_result,
+    run_sweep,
+    warm_start_probe,
+)
+
+DEFAULT_SEEDS = [0, 1, 2]
 
 
 def _list(kind):
@@ -32,31 +55,69 @@ def _list(kind):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m maspo_verl.bench", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("overrides", nargs="*", help="with --recipe: Hydra overrides for every run (verl keys)")
     parser.add_argument("--presets", type=_list(str), default=None,
-                        help="comma-separated presets of configs/algorithm (default: every one)")  # fmt: skip
+                        help=f"comma-separated presets of configs/algorithm, or 'all' (default: {','.join(MAIN_PRESETS)})")  # fmt: skip
     parser.add_argument("--variant", action="append", default=[], metavar='"NAME=PRESET OVERRIDE ..."',
                         help="also run a preset with overrides of its own, under NAME (repeatable)")  # fmt: skip
-    parser.add_argument("--seeds", type=_list(int), default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--regimes", type=_list(str), default=["standard"],
-                        help=f"comma-separated, from {', '.join(REGIMES)} (default standard)")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=20, help="training steps per run (default 20)")
-    parser.add_argument("--test-freq", type=int, default=10, help="validate every N steps (default 10)")
-    parser.add_argument("--val-samples", type=int, default=2,
-                        help="samples per held-out prompt in verl's validation (default 2)")  # fmt: skip
-    parser.add_argument("--target", type=float, default=0.3, help="accuracy for steps-to-target (default 0.3)")
+    parser.add_argument("--seeds", type=_list(int), default=DEFAULT_SEEDS,
+                        help=f"comma-separated seeds (default {','.join(map(str, DEFAULT_SEEDS))})")  # fmt: skip
+    kit = parser.add_argument_group("the tiny kit (the default)")
+    kit.add_argument("--regimes", type=_list(str), default=["standard"],
+                     help=f"comma-separated, from {', '.join(REGIMES)} (default standard)")  # fmt: skip
+    kit.add_argument("--task", default=DEFAULT_TASK, help=f"the kit's task, from {', '.join(KIT_PRESETS)} "
+                     f"(default {DEFAULT_TASK}; docs/mini-benchmark.md says why)")  # fmt: skip
+    kit.add_argument("--probe-every", type=int, default=10,
+                     help="probe held-out accuracy every N steps, and at the end (default 10)")  # fmt: skip
+    kit.add_argument("--no-controls", action="store_true", help="skip the instrument's controls (lr0, no_trust_region)")
+    recipe = parser.add_argument_group("a paper recipe (GPU users)")
+    recipe.add_argument("--recipe", type=_list(str), default=None,
+                        help="comma-separated recipes of configs/recipe: sweep them instead of the kit")  # fmt: skip
+    recipe.add_argument("--eval-k", type=int, default=None,
+                        help="samples per problem for the final evaluation (default: the recipe's val_kwargs.n)")  # fmt: skip
+    recipe.add_argument("--plan", action="store_true", help="print the runs, their configs and GPU-hours; run nothing")
+    recipe.add_argument("--throughput", type=float, default=1000.0,
+                        help="--plan's assumption: tokens per second per GPU over a whole step (verl logs it as "
+                             "perf/throughput; default 1000)")  # fmt: skip
+    recipe.add_argument("--fill", type=float, default=0.5,
+                        help="--plan's assumption: mean sequence (prompt + response) as a share of the maximum "
+                             "lengths (default 0.5)")  # fmt: skip
+    parser.add_argument("--dry-run", action="store_true", help="preflight every run (no Ray, no GPU), then stop")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps per run (default: 30 on the kit, the recipe's own with --recipe)")  # fmt: skip
+    parser.add_argument("--target", type=float, default=None,
+                        help="held-out accuracy for steps-to-target (kit default: the task's, add 0.65, chain 0.3)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     parser.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     parser.add_argument("--report-only", action="store_true", help="only summarize and plot the finished runs")
     return parser
 
 
-def report(specs, out: Path, target: float, log=print) -> dict:
+def build_specs(args) -> list:
+    presets = available_presets() if args.presets == ["all"] else args.presets or MAIN_PRESETS
+    if args.recipe:
+        return plan_recipes(args.recipe, presets, args.seeds, args.steps, args.overrides, args.variant, args.eval_k)
+    if args.overrides:
+        raise BenchInputError(
+            f"{' '.join(args.overrides)}: Hydra overrides go with --recipe; on the kit, use --variant"
+        )
+    if args.plan:
+        raise BenchInputError("--plan estimates GPU-hours of a recipe sweep: give --recipe")
+    return plan(presets, args.seeds, args.regimes, args.steps or 30, args.probe_every, args.variant,
+                controls=not args.no_controls, task=args.task)  # fmt: skip
+
+
+def report(specs, out: Path, target: float | None, seeds: int, log=print) -> dict:
     results = {spec.name: result for spec in specs if (result := read_result(spec.directory(out))) is not None}
-    summary = summarize(results, out, target)
+    kind = specs[0].kind
+    warm = warm_start_probe(out, specs[0].task) if kind == "kit" else None
+    summary = summarize(results, out, seeds, warm, target, kind)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     text = markdown(summary)
     (out / "summary.md").write_text(text)
-    plots = [plot_regime(regime, block, out, out / f"{regime}.png") for regime, block in summary.items()]
+    title = f"task '{specs[0].task}'" if kind == "kit" else "recipe"
+    plots = [plot_regime(regime, block, out, out / f"{regime}.png", title, kind)
+             for regime, block in summary["regimes"].items()]  # fmt: skip
     log(text)
     log(f"summary: {out / 'summary.md'}, {out / 'summary.json'}; plots: {', '.join(str(p) for p in plots)}")
     return summary
@@ -65,16 +126,21 @@ def report(specs, out: Path, target: float, log=print) -> dict:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        specs = plan(args.presets or available_presets(), args.seeds, args.regimes, args.steps, args.test_freq,
-                     args.val_samples, args.variant)  # fmt: skip
+        specs = build_specs(args)
     except BenchInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.plan:
+        print_plan(specs, args.throughput, args.fill, args.out.resolve())
+        return 0
+    if args.dry_run:
+        return dry_run(specs, args.out.resolve())
     out = args.out.resolve()
     if not args.report_only:
         run_sweep(specs, out, retry_failed=args.retry_failed)
-    summary = report(specs, out, args.target)
-    failed = sum(len(row["failed_seeds"]) for block in summary.values() for row in block["presets"].values())
+    target = DEFAULT_TARGETS[args.task] if args.target is None and not args.recipe else args.target
+    summary = report(specs, out, target, len(args.seeds))
+    failed = sum(len(row["failed_seeds"]) for block in summary["regimes"].values() for row in block["presets"].values())
     return 1 if failed else 0
 
 

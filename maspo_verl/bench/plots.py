@@ -1,22 +1,25 @@
 """The sweep's PNGs: one figure per regime, one curve per preset (mean over seeds, band from the
 lowest to the highest seed), drawn with the report's own aggregation (maspo_verl/report/curves.py).
 
-Panels: held-out accuracy (verl's validation, mean@n at T=1), training reward, policy entropy,
-the share of tokens clipped or damped, and a bar chart of the final accuracy with its spread.
+Panels: held-out accuracy (the probe, mean@8 at T=1, the warm start at step 0), training reward,
+policy entropy, the share of tokens clipped or damped, the final accuracy per preset with every
+seed, and each preset's paired difference with grpo with its 95% confidence interval. The
+instrument's controls (lr0, no_trust_region) are drawn dashed.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..launch import REWARD
 from ..report.curves import aggregate
-from .summary import ENTROPY, damped_share, read_steps
-from .sweep import available_presets, run_directory
+from .summary import ENTROPY, KINDS, damped_share, read_steps
+from .sweep import CONTROLS, PROBE_SAMPLES, available_presets, run_directory
 
 DAMPED = "damped share"
 PANELS = [  # (series key, title, y label, sparse)
-    ("held-out", "held-out accuracy (verl validation, T=1)", "accuracy", True),
+    ("held-out", f"held-out accuracy (probe, T=1, mean@{PROBE_SAMPLES})", "accuracy", True),
     (REWARD, "training reward (mean over rollouts)", "reward", False),
     (ENTROPY, "policy entropy", "nats / token", False),
     (DAMPED, "tokens clipped or damped (gated for MASPO)", "share of tokens", False),
@@ -34,7 +37,9 @@ def run_series(run_dir: Path, figures: dict) -> dict:
     return series
 
 
-def plot_regime(regime: str, block: dict, out: Path, plot_path: Path) -> Path:
+def plot_regime(regime: str, block: dict, out: Path, plot_path: Path, what: str, kind: str = "kit") -> Path:
+    """One figure for a regime (kit) or recipe: curves per preset, the final figure per preset, and
+    the paired differences with grpo. `what` names the task or recipe in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,24 +55,30 @@ def plot_regime(regime: str, block: dict, out: Path, plot_path: Path) -> Path:
     }
     colors = preset_colors(presets)
     fig, axes = plt.subplots(2, 3, figsize=(17, 10), layout="constrained")
-    for ax, (key, title, ylabel, sparse) in zip(axes.flat, PANELS):
+    panels = PANELS if kind == "kit" else [("held-out", "held-out accuracy (verl validation, mean over benchmarks)",
+                                             "accuracy", True), *PANELS[1:]]  # fmt: skip
+    for ax, (key, title, ylabel, sparse) in zip(axes.flat, panels):
         for preset in presets:
             agg = aggregate(groups[preset], key, 1 if sparse else SMOOTH) if groups[preset] else None
             if agg is None:
                 continue
             bold = preset in EMPHASIS
             ax.plot(agg["step"], agg["mean"], color=colors[preset], label=preset, marker="o" if sparse else None,
-                    markersize=3, linewidth=2.6 if bold else 1.1, zorder=3 if bold else 2)  # fmt: skip
+                    markersize=3, linewidth=2.6 if bold else 1.1, zorder=3 if bold else 2,
+                    linestyle="--" if preset in CONTROLS else "-")  # fmt: skip
             if agg["seeds"] > 1:
                 ax.fill_between(agg["step"], agg["min"], agg["max"], color=colors[preset], alpha=0.12, linewidth=0)
         ax.set(title=title, xlabel="training step", ylabel=ylabel)
         ax.grid(alpha=0.3)
-    _final_bars(axes.flat[4], block, presets, colors)
-    _paired_bars(axes.flat[5], block, colors)
+    headline = KINDS[kind]["compared"][0]
+    label = {key: header for key, header, _ in KINDS[kind]["columns"]}[headline]
+    _final_bars(axes.flat[4], block, presets, colors, headline, label)
+    _paired_bars(axes.flat[5], block, colors, headline, label)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(8, len(labels)), fontsize=10,
                title="curves: mean over seeds, band from the lowest to the highest seed", title_fontsize=9)  # fmt: skip
-    fig.suptitle(f"Tiny-kit chain task on CPU, regime '{regime}': {len(presets)} presets x "
+    fig.suptitle(f"{'Tiny kit on CPU, ' if kind == 'kit' else ''}{what}, {'regime' if kind == 'kit' else 'recipe'} "
+                 f"'{regime}': {len(presets)} presets x "
                  f"{max((len(r['seeds']) for r in block['presets'].values()), default=0)} seeds", fontsize=13)  # fmt: skip
     plot_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(plot_path, dpi=80)
@@ -93,38 +104,44 @@ def preset_colors(presets: list[str]) -> dict:
     return {preset: assigned[preset] for preset in presets}
 
 
-def _paired_bars(ax, block: dict, colors: dict) -> None:
-    """Each preset minus grpo on the same seeds: final sampled accuracy, mean ± 2 standard errors."""
-    rows = [(preset, row["final_sampled_acc"]) for preset, row in block["paired"].items()
-            if row["final_sampled_acc"]["mean"] is not None]  # fmt: skip
+def _paired_bars(ax, block: dict, colors: dict, headline: str, label: str) -> None:
+    """Each preset minus grpo on the same seeds: the headline figure, mean and 95% t interval."""
+    rows = [(preset, row[headline]) for preset, row in block["paired"].items() if row[headline]["mean"] is not None]
     for index, (preset, stat) in enumerate(rows):
-        ax.barh(index, stat["mean"], color=colors[preset], xerr=2 * (stat["se"] or 0), capsize=3)
+        low, high = stat["ci"]
+        error = None if low is None else [[stat["mean"] - low], [high - stat["mean"]]]
+        ax.barh(index, stat["mean"], color=colors[preset], xerr=error, capsize=3,
+                hatch="//" if preset in CONTROLS else None, alpha=0.6 if preset in CONTROLS else 1.0)  # fmt: skip
     ax.axvline(0, color="black", linewidth=1)
     ax.set_yticks(range(len(rows)), [preset for preset, _ in rows], fontsize=8)
     ax.invert_yaxis()
-    ax.set(title="paired with grpo: Δ final accuracy (± 2 SE over seeds)", xlabel="accuracy difference")
+    mdd = block["power"]["mdd"]
+    if mdd is not None and math.isfinite(mdd):
+        ax.axvspan(-mdd, mdd, color="gray", alpha=0.12, linewidth=0)
+        ax.text(mdd, len(rows) - 0.5, " minimal detectable", fontsize=7, color="gray", va="bottom")
+    ax.set(title=f"paired with grpo: Δ {label} (95% CI over seeds)", xlabel="difference")
     ax.grid(alpha=0.3, axis="x")
 
 
-def _final_bars(ax, block: dict, presets: list[str], colors: dict) -> None:
+def _final_bars(ax, block: dict, presets: list[str], colors: dict, headline: str, label: str) -> None:
     """Final sampled accuracy per preset: mean over seeds with ± 1 standard deviation, every seed
     as a small dot; the grpo mean as a dashed line. Points, not bars: the differences are small
     next to the accuracy itself."""
     for index, preset in enumerate(presets):
         row = block["presets"][preset]
-        stat = row["final_sampled_acc"]
+        stat = row[headline]
         if stat["mean"] is None:
             ax.annotate("failed", (index, 0.5), xycoords=("data", "axes fraction"), rotation=90, ha="center",
                         va="center", fontsize=8, color="red")  # fmt: skip
             continue
         ax.errorbar(index, stat["mean"], yerr=stat["std"] or 0, fmt="o", color=colors[preset], capsize=4,
                     markersize=7)  # fmt: skip
-        seeds = [figures["final_sampled_acc"] for figures in block["runs"][preset].values()]
+        seeds = [figures[headline] for figures in block["runs"][preset].values()]
         ax.scatter([index + 0.18] * len(seeds), seeds, color=colors[preset], s=10, alpha=0.7)
-    baseline = block["presets"].get("grpo", {}).get("final_sampled_acc", {}).get("mean")
+    baseline = block["presets"].get("grpo", {}).get(headline, {}).get("mean")
     if baseline is not None:
         ax.axhline(baseline, color="gray", linestyle="--", linewidth=1)
         ax.text(len(presets) - 0.5, baseline, " grpo", va="bottom", ha="right", fontsize=8, color="gray")
     ax.set_xticks(range(len(presets)), presets, rotation=60, ha="right", fontsize=8)
-    ax.set(title="final held-out accuracy (T=1, mean@8; ± 1 sd, small dots: seeds)", ylabel="accuracy")
+    ax.set(title=f"{label} (± 1 sd, small dots: seeds)", ylabel=label)
     ax.grid(alpha=0.3, axis="y")

@@ -1,13 +1,27 @@
-"""Plan and run a sweep: presets x seeds through verl's real trainer, one Ray session, resumable.
+"""Plan and run a sweep: presets x seeds (x regimes, or x paper recipes) through verl's real
+trainer, one Ray session, resumable, with the instrument's two controls on the kit.
 
-Each run lives in `<out>/<regime>/<preset>/seed<k>/`:
+Two kinds of run share everything but how the trained model is measured:
+- `KitRun` (the mini benchmark, CPU): the tiny kit, a regime of REGIMES; measured by the probe.
+- `RecipeRun` (`--recipe`, GPU users): a paper recipe of configs/recipe/ plus the user's
+  overrides; measured by the evaluator (Avg@k, unbiased Pass@k with CIs) on the recipe's own
+  validation sets and decoding settings. verl resumes an interrupted recipe run from its last
+  checkpoint (`trainer.resume_mode=auto`); a kit run starts again from scratch.
+
+Each run lives in `<out>/<regime or recipe>/<preset>/seed<k>/`:
 - `metrics.jsonl`: verl's own per-step metrics (its file logger);
-- `val/<step>.jsonl`: verl's dump of every held-out generation with its score;
+- `checkpoints/global_step_<N>/actor/huggingface`: the final model (verl's Hugging Face export);
 - `result.json`, written last: `status` (`done` or `failed`), the error of a failed run, wall time,
-  and the final model's greedy and sampled held-out accuracy (the kit's own probe on the last
-  checkpoint, which verl writes in Hugging Face format at the end of the run).
+  start-up time, and the held-out probe of the model every `probe_every` steps and at the end.
 A run with a `result.json` is finished and skipped when the sweep is started again (`--retry-failed`
 reruns the failed ones); a run without one (interrupted) is run again from its start.
+
+Held-out accuracy is measured by the probe, not by verl's validation: verl exports the model every
+`probe_every` steps and the probe samples it (`PROBE_SAMPLES` responses per held-out prompt at
+T=1, and greedy) with the kit's own sampler, about five times faster per sample than verl's
+validation loop. The warm start is probed once per sweep (`<out>/warm_start_<task>.json`): it is
+step 0 of every curve. Every probe uses the same sampling seed, so two models are compared on the
+same random draws (common random numbers), which narrows their paired difference.
 
 Everything but the preset is equal across a seed's runs: the same kit (one warm start), the same
 data order and sampling seed (`data.seed`, `actor_rollout_ref.rollout.seed`), the same rollout
@@ -23,25 +37,49 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from omegaconf import ListConfig
+
 from ..launch import RaySession, RunFailed
 
-KIT_PRESET = "chain_cpu"
-KIT_TASK = "chain"
-PROBE_SAMPLES = 8  # sampled responses per held-out prompt for the final accuracy
+# task -> the kit preset that trains on it (configs/kit/)
+KIT_PRESETS = {"add": "tiny_cpu", "chain": "chain_cpu"}
+DEFAULT_TASK = "add"
+# the accuracy steps-to-target counts to, per task (the warm start's sampled accuracy is about
+# 0.45 on add and 0.24 on chain)
+DEFAULT_TARGETS = {"add": 0.65, "chain": 0.3}
+PROBE_SAMPLES = 8  # sampled responses per held-out prompt: mean@8 and unbiased pass@k up to 8
+PROBE_SEED = 0  # the same draws for every probe (common random numbers)
 
-# What differs between the regimes; everything else is configs/kit/chain_cpu.yaml's.
+# The default presets: the paper's methods, DAPO, GSPO and CISPO. The MASPO ablations are one flag
+# away (`--presets all`).
+MAIN_PRESETS = ["grpo", "clip_higher", "dapo", "sapo", "gspo", "cispo", "dac", "bapo", "entropy_adv", "maspo"]
+
+_ACTOR = "actor_rollout_ref.actor."
+# What differs between the regimes; everything else is the kit preset's (configs/kit/).
 REGIMES = {
-    # 8 prompts x 8 samples per rollout, 2 prompts per mini-batch: 4 updates per rollout, at a
-    # learning rate the warm start survives (5e-5 already cost greedy accuracy within 2 steps)
-    "standard": ["actor_rollout_ref.actor.optim.lr=1e-5", "actor_rollout_ref.actor.ppo_mini_batch_size=2"],
-    # 3x the learning rate and 1 prompt per mini-batch: 8 updates per rollout, the later ones far
-    # off-policy, where hard clipping and soft gating should part ways
-    "stress": [
-        "actor_rollout_ref.actor.optim.lr=3e-5",
-        "actor_rollout_ref.actor.ppo_mini_batch_size=1",
-        # a mini-batch is now 8 sequences: one micro-batch of 8
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8",
-    ],
+    # 8 prompts x 8 samples per rollout, 2 prompts per mini-batch: 4 updates per rollout. grpo gains
+    # about 0.3 held-out accuracy in 30 steps at this rate; 1e-4 begins to cost greedy accuracy.
+    "standard": [f"{_ACTOR}optim.lr=5e-5", f"{_ACTOR}ppo_mini_batch_size=2"],
+    # the same, 4 epochs over each rollout: 16 updates per rollout, the later ones far off-policy,
+    # where a trust region decides between learning and collapse (the paper's robustness claim)
+    "stress": [f"{_ACTOR}optim.lr=5e-5", f"{_ACTOR}ppo_mini_batch_size=2", f"{_ACTOR}ppo_epochs=4"],
+}
+
+# The instrument's controls, run beside the presets in every regime (`--no-controls` skips them):
+CONTROLS = {
+    # negative control: the whole pipeline with a learning rate of 0 must not move held-out accuracy
+    "lr0": ("grpo", (f"{_ACTOR}optim.lr=0",)),
+    # harm control: no trust region (PPO's clip and dual clip wide open) and 4 epochs over each
+    # rollout; the literature expects it to do worse than grpo
+    "no_trust_region": (
+        "grpo",
+        (
+            f"{_ACTOR}clip_ratio_low=0.999",
+            f"{_ACTOR}clip_ratio_high=1000",
+            f"{_ACTOR}clip_ratio_c=1000",
+            f"{_ACTOR}ppo_epochs=4",
+        ),
+    ),  # fmt: skip
 }
 
 
@@ -55,15 +93,18 @@ class BenchInputError(ValueError):
 
 
 @dataclass(frozen=True)
-class RunSpec:
+class KitRun:
     regime: str
-    preset: str  # the label in tables: a preset of configs/algorithm, or a variant's name
+    preset: str  # the label in tables: a preset of configs/algorithm, a control, or a variant's name
     seed: int
     steps: int
-    test_freq: int
-    val_samples: int
-    algorithm: str = ""  # the preset a variant starts from (empty: `preset` itself)
-    extra: tuple = ()  # a variant's own Hydra overrides
+    probe_every: int
+    task: str = DEFAULT_TASK
+    algorithm: str = ""  # the preset a control or variant starts from (empty: `preset` itself)
+    extra: tuple = ()  # a control's or variant's own Hydra overrides
+
+    kind = "kit"
+    restart = True  # an interrupted run starts again from scratch (runs are minutes)
 
     @property
     def name(self) -> str:
@@ -72,33 +113,82 @@ class RunSpec:
     def directory(self, out: Path) -> Path:
         return run_directory(out, self.regime, self.preset, self.seed)
 
-    def overrides(self, out: Path) -> list[str]:
-        run_dir = self.directory(out)
+    def probe_steps(self) -> list[int]:
+        """The steps whose model the probe measures: every `probe_every` steps and the last."""
+        return sorted(set(range(self.probe_every, self.steps + 1, self.probe_every)) | {self.steps})
+
+    def overrides(self) -> list[str]:
         return [
-            f"+kit={KIT_PRESET}",
+            f"+kit={KIT_PRESETS[self.task]}",
             f"algorithm={self.algorithm or self.preset}",
             *REGIMES[self.regime],
             f"data.seed={self.seed}",
             f"actor_rollout_ref.rollout.seed={self.seed}",
             f"trainer.total_training_steps={self.steps}",
-            f"trainer.test_freq={self.test_freq}",
-            "trainer.val_before_train=True",
-            f"actor_rollout_ref.rollout.val_kwargs.n={self.val_samples}",
-            f"trainer.validation_data_dir={run_dir / 'val'}",
-            # the final model in Hugging Face format, for the greedy and sampled probe
-            f"trainer.save_freq={self.steps}",
-            "actor_rollout_ref.actor.checkpoint.save_contents=[hf_model]",
+            # held-out accuracy comes from the probe of the exported models, not verl's validation
+            "trainer.val_before_train=False",
+            "trainer.test_freq=-1",
+            f"trainer.save_freq={self.probe_every}",  # verl also saves at the last step
+            f"{_ACTOR}checkpoint.save_contents=[hf_model]",
             "trainer.resume_mode=disable",
             *self.extra,
         ]
 
+    def measure(self, run_dir: Path) -> dict:
+        return probe_run(run_dir, self)
 
-def available_presets() -> list[str]:
-    """Every preset of configs/algorithm (the default set of a sweep)."""
+
+@dataclass(frozen=True)
+class RecipeRun:
+    regime: str  # the recipe (configs/recipe/<name>.yaml), which plays the regime's part in tables
+    preset: str
+    seed: int
+    steps: int | None = None  # None: the recipe's own trainer.total_training_steps
+    algorithm: str = ""
+    extra: tuple = ()  # the user's overrides for every run, then a variant's own
+    eval_k: int | None = None  # None: the recipe's validation samples per problem
+
+    kind = "recipe"
+    restart = False  # verl resumes from the run's last checkpoint
+
+    @property
+    def name(self) -> str:
+        return f"{self.regime}/{self.preset}/seed{self.seed}"
+
+    def directory(self, out: Path) -> Path:
+        return run_directory(out, self.regime, self.preset, self.seed)
+
+    def overrides(self) -> list[str]:
+        steps = [] if self.steps is None else [f"trainer.total_training_steps={self.steps}"]
+        return [
+            f"recipe={self.regime}",
+            f"algorithm={self.algorithm or self.preset}",
+            f"data.seed={self.seed}",
+            f"actor_rollout_ref.rollout.seed={self.seed}",
+            *steps,
+            "trainer.resume_mode=auto",
+            *self.extra,
+        ]
+
+    def measure(self, run_dir: Path) -> dict:
+        return evaluate_run(run_dir, self)
+
+
+def _config_names(group: str) -> list[str]:
     import maspo_verl_configs
 
-    folder = Path(maspo_verl_configs.__file__).parent / "algorithm"
+    folder = Path(maspo_verl_configs.__file__).parent / group
     return sorted(path.stem for path in folder.glob("*.yaml") if not path.stem.startswith("_"))
+
+
+def available_presets() -> list[str]:
+    """Every preset of configs/algorithm."""
+    return _config_names("algorithm")
+
+
+def available_recipes() -> list[str]:
+    """Every paper recipe of configs/recipe."""
+    return _config_names("recipe")
 
 
 def parse_variant(text: str) -> tuple[str, str, tuple]:
@@ -115,32 +205,62 @@ def parse_variant(text: str) -> tuple[str, str, tuple]:
     return name, preset, tuple(rest.split())
 
 
-def plan(presets: list[str], seeds: list[int], regimes: list[str], steps: int, test_freq: int, val_samples: int,
-         variants: list[str] = ()):  # fmt: skip
-    """The runs of a sweep, seed-major so that a cut-short sweep has every preset on the first seeds."""
+def _labels(presets: list[str], variants: list[str], controls: dict) -> dict:
+    """label -> (preset, overrides): the presets, the controls and the variants, checked."""
     known = available_presets()
-    parsed = {name: (preset, extra) for name, preset, extra in map(parse_variant, variants)}
-    clashes = sorted(set(parsed) & set(presets))
-    if clashes:
-        raise BenchInputError(
-            f"--variant {', '.join(clashes)}: the name of a variant must not be a preset of the sweep"
-        )
     unknown = [preset for preset in presets if preset not in known]
     if unknown:
         raise BenchInputError(f"--presets {','.join(unknown)}: no such preset; choose from {', '.join(known)}")
+    labels = {preset: (preset, ()) for preset in presets} | controls
+    parsed = {name: (preset, extra) for name, preset, extra in map(parse_variant, variants)}
+    clashes = sorted(set(parsed) & set(labels))
+    if clashes:
+        raise BenchInputError(
+            f"--variant {', '.join(clashes)}: the name of a variant must not be a preset or control of the sweep"
+        )
+    return labels | parsed
+
+
+def _check_seeds(seeds: list[int]) -> None:
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise BenchInputError(f"--seeds {seeds}: give at least one seed, none repeated")
+
+
+def plan(presets: list[str], seeds: list[int], regimes: list[str], steps: int, probe_every: int,
+         variants: list[str] = (), controls: bool = True, task: str = DEFAULT_TASK) -> list[KitRun]:  # fmt: skip
+    """The kit runs of a sweep, seed-major so that a cut-short sweep has every preset on the first seeds."""
+    if task not in KIT_PRESETS:
+        raise BenchInputError(f"--task {task}: choose from {', '.join(KIT_PRESETS)}")
     bad_regimes = [regime for regime in regimes if regime not in REGIMES]
     if bad_regimes:
         raise BenchInputError(f"--regimes {','.join(bad_regimes)}: choose from {', '.join(REGIMES)}")
-    if steps < 1 or test_freq < 1 or val_samples < 1:
-        raise BenchInputError(
-            f"--steps {steps}, --test-freq {test_freq}, --val-samples {val_samples}: each must be at least 1"
-        )
-    if len(set(seeds)) != len(seeds):
-        raise BenchInputError(f"--seeds {seeds}: a seed is repeated")
-    labels = {preset: (preset, ()) for preset in presets} | parsed
+    if steps < 1 or probe_every < 1:
+        raise BenchInputError(f"--steps {steps}, --probe-every {probe_every}: each must be at least 1")
+    _check_seeds(seeds)
+    labels = _labels(presets, variants, CONTROLS if controls else {})
     return [
-        RunSpec(regime, label, seed, steps, test_freq, val_samples, algorithm, extra)
+        KitRun(regime, label, seed, steps, probe_every, task, algorithm, extra)
         for regime in regimes
+        for seed in seeds
+        for label, (algorithm, extra) in labels.items()
+    ]
+
+
+def plan_recipes(recipes: list[str], presets: list[str], seeds: list[int], steps: int | None = None,
+                 overrides: list[str] = (), variants: list[str] = (), eval_k: int | None = None) -> list[RecipeRun]:  # fmt: skip
+    """The recipe runs of a sweep (recipe-, then seed-major), each with the user's `overrides`."""
+    unknown = [recipe for recipe in recipes if recipe not in available_recipes()]
+    if not recipes or unknown:
+        raise BenchInputError(f"--recipe {','.join(unknown) or '(none)'}: choose from {', '.join(available_recipes())}")
+    if steps is not None and steps < 1:
+        raise BenchInputError(f"--steps {steps}: must be at least 1")
+    if eval_k is not None and eval_k < 1:
+        raise BenchInputError(f"--eval-k {eval_k}: must be at least 1")
+    _check_seeds(seeds)
+    labels = _labels(presets, variants, {})
+    return [
+        RecipeRun(recipe, label, seed, steps, algorithm, (*overrides, *extra), eval_k)
+        for recipe in recipes
         for seed in seeds
         for label, (algorithm, extra) in labels.items()
     ]
@@ -159,44 +279,141 @@ def write_result(run_dir: Path, result: dict) -> None:
     partial.replace(run_dir / "result.json")  # atomic: a result is there whole or not at all
 
 
-def final_model_dir(run_dir: Path, steps: int) -> Path:
-    return run_dir / "checkpoints" / f"global_step_{steps}" / "actor" / "huggingface"
+def model_dir(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / f"global_step_{step}" / "actor" / "huggingface"
 
 
-def probe_final_model(model_dir: Path, seed: int) -> dict:
-    """Greedy and sampled (T=1, PROBE_SAMPLES per prompt) accuracy of a model on the kit's held-out
-    prompts, with standard errors over prompts."""
+def warm_start_path(out: Path, task: str) -> Path:
+    return Path(out) / f"warm_start_{task}.json"
+
+
+def probe_model(path: Path, task: str) -> dict:
+    """The model at `path` on the kit's held-out prompts: greedy accuracy, sampled accuracy
+    (mean@PROBE_SAMPLES at T=1), each with its standard error over prompts, and the unbiased pass@k
+    (the evaluator's estimator) for k = 1, 2, 4, ... PROBE_SAMPLES."""
+    import numpy as np
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..kit import build_kit
+    from ..eval.estimators import k_ladder, pass_at_k
+    from ..kit import build_kit, reward
     from ..kit.model import sample_answers
-    from ..kit.reward import compute_chain_score
     from ..kit.tasks import get_task
 
-    task = get_task(KIT_TASK)
-    kit = build_kit(task=KIT_TASK, log=lambda message: None)
-    _, held_out = task.split_problems(kit.info["settings"]["seed"], kit.info["val_size"])
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    probe = {}
+    kit_task = get_task(task)
+    kit = build_kit(task=task, log=lambda message: None)
+    _, held_out = kit_task.split_problems(kit.info["settings"]["seed"], kit.info["val_size"])
+    score = getattr(reward, kit_task.reward_name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    probe = {"prompts": len(held_out), "samples": PROBE_SAMPLES}
     for label, greedy, samples in (("greedy", True, 1), ("sampled", False, PROBE_SAMPLES)):
         repeated = [problem for problem in held_out for _ in range(samples)]
-        texts = sample_answers(model, tokenizer, repeated, greedy, seed, task.max_response_tokens)
-        scores = torch.tensor(
-            [compute_chain_score(solution_str=t, ground_truth=p.answer)["acc"] for t, p in zip(texts, repeated)]
-        )
-        per_prompt = scores.view(len(held_out), samples).mean(dim=1)
-        probe[f"final_{label}_acc"] = per_prompt.mean().item()
-        probe[f"final_{label}_acc_se"] = (per_prompt.std(unbiased=True) / len(held_out) ** 0.5).item()
-    probe["probe_samples"] = PROBE_SAMPLES
-    probe["probe_prompts"] = len(held_out)
+        texts = sample_answers(model, tokenizer, repeated, greedy, PROBE_SEED, kit_task.max_response_tokens)
+        scores = [score(solution_str=text, ground_truth=problem.answer) for text, problem in zip(texts, repeated)]
+        correct = np.array([s["acc"] if isinstance(s, dict) else s for s in scores]).reshape(len(held_out), samples)
+        per_prompt = correct.mean(axis=1)
+        probe[f"{label}_acc"] = float(per_prompt.mean())
+        probe[f"{label}_acc_se"] = float(per_prompt.std(ddof=1) / np.sqrt(len(held_out)))
+        if not greedy:
+            counts = correct.sum(axis=1).astype(int)
+            probe["pass_at_k"] = {
+                str(k): float(np.mean([pass_at_k(samples, int(c), k) for c in counts])) for k in k_ladder(samples)
+            }
     return probe
 
 
+def warm_start_probe(out: Path, task: str) -> dict:
+    """The warm start's probe, measured once per sweep and task (step 0 of every curve)."""
+    path = warm_start_path(out, task)
+    if path.exists():
+        return json.loads(path.read_text())
+    from ..kit import build_kit
+
+    probe = probe_model(build_kit(task=task, log=lambda message: None).model_dir, task)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(probe, indent=2))
+    return probe
+
+
+def probe_run(run_dir: Path, spec: KitRun) -> dict:
+    """Probe every exported model of a finished run; keep only the final model on disk."""
+    probes = {}
+    for step in spec.probe_steps():
+        probes[str(step)] = probe_model(model_dir(run_dir, step), spec.task)
+        if step != spec.steps:
+            shutil.rmtree(model_dir(run_dir, step).parents[1])
+    final = probes[str(spec.steps)]
+    return {"probes": probes, **{f"final_{key}": value for key, value in final.items() if key.endswith(("_acc", "_se"))},
+            "final_pass_at_k": final["pass_at_k"]}  # fmt: skip
+
+
+def final_checkpoint(run_dir: Path) -> Path:
+    """The actor checkpoint of the last step verl saved (`latest_checkpointed_iteration.txt`)."""
+    checkpoints = run_dir / "checkpoints"
+    latest = checkpoints / "latest_checkpointed_iteration.txt"
+    if not latest.exists():
+        raise FileNotFoundError(f"{checkpoints}: verl saved no checkpoint (trainer.save_freq must be > 0)")
+    return checkpoints / f"global_step_{int(latest.read_text().strip())}" / "actor"
+
+
+def evaluation_config(config, model: Path, out: Path, k: int | None = None):
+    """The evaluator's settings for a trained recipe run: the recipe's own validation sets, samples
+    per problem, decoding settings, response length, tensor parallelism and reward function."""
+    from ..eval.runner import EvalConfig
+
+    val = config.actor_rollout_ref.rollout.val_kwargs
+    files = config.data.val_files
+    reward = config.reward.get("custom_reward_function") or {}
+    return EvalConfig(
+        model=str(model),
+        data=[str(f) for f in (files if isinstance(files, (list, ListConfig)) else [files])],
+        out=str(out),
+        k=k or int(val.n),
+        temperature=float(val.temperature),
+        top_p=float(val.top_p),
+        top_k=int(val.top_k),
+        max_response_length=int(config.data.max_response_length),
+        backend=config.actor_rollout_ref.rollout.name,
+        tensor_parallel_size=int(config.actor_rollout_ref.rollout.tensor_model_parallel_size),
+        seed=int(config.actor_rollout_ref.rollout.seed),
+        prompt_key=config.data.prompt_key,
+        reward_fn=f"{reward['path']}:{reward['name']}" if reward.get("path") else None,
+        progress=False,
+    )
+
+
+def evaluate_run(run_dir: Path, spec: RecipeRun) -> dict:
+    """The final checkpoint of a recipe run through the evaluator: per benchmark and on average,
+    Avg@k with its bootstrap CI and the unbiased Pass@k ladder."""
+    from omegaconf import OmegaConf
+
+    from ..eval.runner import evaluate
+    from ..launch import base_overrides, compose_config
+
+    config = compose_config([*base_overrides(run_dir), *spec.overrides()])
+    OmegaConf.resolve(config)
+    summary = evaluate(evaluation_config(config, final_checkpoint(run_dir), run_dir / "eval", spec.eval_k),
+                       log=lambda message: None)  # fmt: skip
+    if not summary.get("complete"):
+        raise RuntimeError(f"the evaluation of {run_dir} is incomplete: {run_dir / 'eval'}")
+    average = summary["average"]
+    return {
+        "eval_dir": str(run_dir / "eval"),
+        "eval_k": summary["k"],
+        "avg_at_k": average["avg_at_k"],
+        "avg_at_k_ci": average["avg_at_k_ci"],
+        "pass_at_k": average["pass_at_k"],
+        "benchmarks": {
+            name: {"avg_at_k": row["avg_at_k"], "pass_at_k": row["pass_at_k"]}
+            for name, row in summary["benchmarks"].items()
+        },  # fmt: skip
+    }
+
+
 class Progress:
-    """One line per step and per run: which run, which step, and the ETA of the whole sweep,
-    from the mean wall time of the runs finished in this session."""
+    """One line per step and per run: which run, which step, and the ETA of the whole sweep
+    (tqdm, from the mean wall time of the runs finished in this session)."""
 
     def __init__(self, total_runs: int, already_done: int, log=print):
         from tqdm import tqdm
@@ -204,21 +421,23 @@ class Progress:
         self.bar = tqdm(total=total_runs, initial=already_done, unit="run", dynamic_ncols=True, desc="sweep")
         self.log = log
 
-    def step(self, spec: RunSpec, record: dict) -> None:
+    def step(self, spec, record: dict) -> None:
         data = record["data"]
-        accuracy = next((v for k, v in data.items() if k.startswith("val-core/") and "/acc/mean@" in k), None)
         parts = [f"{spec.name} step {record['step']}/{spec.steps}"]
         if "critic/score/mean" in data:
             parts.append(f"reward {data['critic/score/mean']:.3f}")
-        if accuracy is not None:
-            parts.append(f"held-out {accuracy:.3f}")
+        if "training/rollout_probs_diff_max" in data:
+            parts.append(f"|p_actor - p_rollout| max {data['training/rollout_probs_diff_max']:.1e}")
         self.bar.write("  ".join(parts))
 
-    def run_finished(self, spec: RunSpec, result: dict) -> None:
+    def run_finished(self, spec, result: dict) -> None:
         self.bar.update(1)
-        if result["status"] == "done":
+        if result["status"] == "done" and spec.kind == "kit":
             self.bar.write(f"{spec.name}: done in {result['seconds']:.0f} s, final sampled accuracy "
                            f"{result['final_sampled_acc']:.3f}, greedy {result['final_greedy_acc']:.3f}")  # fmt: skip
+        elif result["status"] == "done":
+            self.bar.write(f"{spec.name}: done in {result['seconds']:.0f} s, Avg@{result['eval_k']} "
+                           f"{result['avg_at_k']:.3f} over {len(result['benchmarks'])} benchmarks")  # fmt: skip
         else:
             self.bar.write(f"{spec.name}: FAILED ({result['error'].splitlines()[0][:200]}); the sweep goes on")
 
@@ -226,17 +445,17 @@ class Progress:
         self.bar.close()
 
 
-def run_one(session: RaySession, spec: RunSpec, out: Path, progress: Progress) -> dict:
+def run_one(session: RaySession, spec, out: Path, progress: Progress) -> dict:
     run_dir = spec.directory(out)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an interrupted run starts again from scratch
-    run_dir.mkdir(parents=True)
+    if spec.restart and run_dir.exists():
+        shutil.rmtree(run_dir)  # an interrupted kit run starts again from scratch
+    run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     result = {"run": asdict(spec)}
     try:
-        run = session.run(spec.overrides(out), run_dir, on_step=lambda record: progress.step(spec, record))
+        run = session.run(spec.overrides(), run_dir, on_step=lambda record: progress.step(spec, record))
         result["startup_seconds"] = None if run.startup_seconds is None else round(run.startup_seconds, 1)
-        result.update(probe_final_model(final_model_dir(run_dir, spec.steps), spec.seed))
+        result.update(spec.measure(run_dir))
         result["status"] = "done"
     except RunFailed as exc:
         result.update(status="failed", error=str(exc))
@@ -247,7 +466,7 @@ def run_one(session: RaySession, spec: RunSpec, out: Path, progress: Progress) -
     return result
 
 
-def run_sweep(specs: list[RunSpec], out: Path, retry_failed: bool = False, log=print) -> dict:
+def run_sweep(specs: list, out: Path, retry_failed: bool = False, log=print) -> dict:
     """Run every spec without a result (and failed ones if `retry_failed`); returns {name: result}."""
     out.mkdir(parents=True, exist_ok=True)
     results, todo = {}, []
@@ -258,6 +477,10 @@ def run_sweep(specs: list[RunSpec], out: Path, retry_failed: bool = False, log=p
         else:
             results[spec.name] = result
     log(f"{len(specs)} runs in the sweep: {len(results)} finished before, {len(todo)} to run (results in {out})")
+    for task in sorted({spec.task for spec in specs if spec.kind == "kit"}):
+        warm = warm_start_probe(out, task)
+        log(f"warm start ({task}): held-out accuracy {warm['sampled_acc']:.3f} sampled (mean@{PROBE_SAMPLES}, T=1), "
+            f"{warm['greedy_acc']:.3f} greedy")  # fmt: skip
     if not todo:
         return results
     progress = Progress(len(specs), len(results), log)

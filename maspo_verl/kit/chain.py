@@ -1,18 +1,16 @@
-"""The benchmark's task: a chain of four additions and subtractions, worked out step by step.
+"""A chain of five one-digit additions and subtractions, worked out step by step.
 
-    prompt  "37+48-29+61-15="      response  "85,56,117,102"      reward: the last number is right
+    prompt  "37+5-8+9+4-6="        response  "42,34,43,47,41"        accuracy: the last number is right
 
-Why this task (and not the quickstart's two-digit addition, which the warm start nearly solves
-greedily): the tiny model must carry a running total through four steps, so one slip anywhere
-makes the answer wrong and errors compound; that leaves headroom (greedy held-out accuracy well
-below 0.7 after the warm start) that RL can close by making every step more reliable. Responses
-are 10-15 tokens, about twice the addition task's, so later mini-batches of a rollout drift
-further off-policy per sequence, which is what clipping and soft gating act on. The answer is
-still exactly checkable, and a step stays cheap on a CPU.
+The tiny model must carry a running total through five steps, so one slip anywhere makes the
+answer wrong; its warm start leaves headroom (held-out accuracy about 0.64 greedy, 0.24 sampled at
+T=1) in per-digit arithmetic. RL does not close it at this scale: every method, at every learning
+rate tried, drifts or collapses (docs/mini-benchmark.md measures why), so the benchmark trains on
+the `add` task and keeps this one as `--task chain`, the harder case. Responses are 10-15 tokens,
+about three times the addition task's.
 
 Every running total stays within 0..999: a subtraction is drawn only where it keeps the total
-non-negative, so no minus signs appear in responses.
-"""
+non-negative, so no minus signs appear in responses."""
 
 import random
 from dataclasses import dataclass
