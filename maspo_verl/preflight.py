@@ -1,24 +1,34 @@
 """Checks that run on the driver before Ray starts, and the `--dry-run` of the paper recipes.
 
 `preflight(config)` (called by `maspo_verl.main_ppo` before handing over to verl):
+  - the trainer is verl's v1 trainer (`trainer.use_v1=false`, verl's legacy trainer, is refused);
   - every train/val file exists, is a readable parquet file and has the columns verl reads
     (`data.prompt_key` as chat messages, `data.reward_fn_key`, `reward_model.ground_truth`);
   - the train set holds at least one batch (`data.train_batch_size` prompts);
   - batch sizes divide as verl requires for `trainer.nnodes x trainer.n_gpus_per_node` GPUs;
-  - the custom reward function (if any) can be loaded.
+  - the custom reward function (if any) can be loaded;
+  - Ulysses sequence parallelism > 1 runs with flash attention, the only attention verl patches it into;
+  - on a CUDA run, the package of the attention implementation is installed.
 Each failure raises a ValueError / FileNotFoundError naming the setting or file, its value and
 what is allowed: today verl only finds these inside its TaskRunner, after the cluster started.
+Settings that run but not as a reader would expect raise a `PreflightWarning` (shown on the
+driver, listed by the dry run): a trust region that cannot act (one update per rollout, the
+ratio is 1 at every token), and BAPO choosing its bounds per micro-batch.
 
 `dry_run(config)` (`python -m maspo_verl.main_ppo --dry-run ...`, `DRY_RUN=1 bash examples/paper/...`)
 additionally runs verl's own `validate_config` and builds every config dataclass the run builds
 (actor, rollout, checkpoint engine, ref and critic when used, model when its path is a local
 folder, algorithm, and the reward manager with the reward function loaded), then prints the resolved key settings. It needs no GPU,
-vLLM or Ray.
+vLLM or Ray. A dry run on a machine without CUDA cannot know what the GPU nodes have installed:
+a missing attention package is printed as a note there instead of refused.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
+import warnings
 from pathlib import Path
 
 from omegaconf import ListConfig, OmegaConf, open_dict
@@ -141,9 +151,9 @@ def check_batch_sizes(config) -> dict:
             )
         dp = n_gpus // model_parallel
     else:
-        sp = int(actor.get("ulysses_sequence_parallel_size", 1) or 1)
+        sp_key, sp = ulysses_size(actor, "actor_rollout_ref.actor")
         if n_gpus % sp:
-            raise ValueError(f"actor_rollout_ref.actor.ulysses_sequence_parallel_size={sp} must divide the {gpus}.")
+            raise ValueError(f"{sp_key}={sp} must divide the {gpus}.")
         dp = n_gpus // sp
     if (mini * n) % dp:
         raise ValueError(
@@ -179,7 +189,7 @@ def check_batch_sizes(config) -> dict:
                 )
     else:
         longest = config.data.max_prompt_length + config.data.max_response_length
-        sp = int(actor.get("ulysses_sequence_parallel_size", 1) or 1)
+        sp = ulysses_size(actor, "actor_rollout_ref.actor")[1]
         for setting, value in (
             ("actor_rollout_ref.actor.ppo_max_token_len_per_gpu", actor.ppo_max_token_len_per_gpu),
             ("actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu", rollout.log_prob_max_token_len_per_gpu),
@@ -199,6 +209,228 @@ def check_batch_sizes(config) -> dict:
     if replica > per_node and rollout.get("name") == "vllm":
         raise ValueError(f"a vLLM rollout replica of {replica} GPUs does not fit on one node of {per_node} GPUs.")
     return {"n_gpus": n_gpus, "dp": dp, "updates_per_step": train_batch // mini, "rollout_replicas": n_gpus // replica}
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+def check_trainer(config) -> None:
+    """maspo-verl runs on verl's v1 trainer only; verl 0.9.1's legacy trainer is refused."""
+    use_v1 = config.trainer.get("use_v1", True)
+    if not use_v1:
+        raise ValueError(
+            f"trainer.use_v1={use_v1} is not allowed: maspo-verl runs on verl's v1 trainer only. Allowed: "
+            "trainer.use_v1=True (verl 0.9.1's default; drop the override). verl's legacy trainer "
+            "(verl/trainer/main_ppo_v0.py and RayPPOTrainer, which verl itself marks deprecated) never reads "
+            "algorithm.filter_groups, so the dapo preset would lose its dynamic sampling without an error, nor "
+            "trainer.v1.sampler, the kit's replay buffer; this package does not test it."
+        )
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+# verl's default when actor_rollout_ref.model.override_config.attn_implementation is unset
+# (HFModelConfig.__post_init__, verl/workers/config/model.py)
+DEFAULT_ATTENTION = "flash_attention_2"
+# verl's Ulysses all-to-all is patched into transformers' flash-attention forward only
+# (verl/models/transformers/monkey_patch.py), which serves these three implementations
+SEQUENCE_PARALLEL_ATTENTION = ("flash_attention_2", "flash_attention_3", "flash_attention_4")
+# the version verl 0.9.1's fsdp extra pins; PyPI has it as source only, and its setup imports
+# torch, so pip's isolated build fails ("No module named 'torch'") without --no-build-isolation
+FLASH_ATTN_INSTALL = "pip install flash-attn==2.8.3 --no-build-isolation"
+# attn_implementation -> (the module transformers imports for it, how to install it); the
+# others (sdpa, eager, flex_attention) come with torch
+ATTENTION_PACKAGES = {
+    "flash_attention_2": ("flash_attn", FLASH_ATTN_INSTALL),
+    "flash_attention_3": ("flash_attn_interface", "build FlashAttention-3 from hopper/ in Dao-AILab/flash-attention"),
+    "flash_attention_4": ("flash_attn", "pip install --pre flash-attn-4"),
+}
+# "org/name" values are kernels that the `kernels` package downloads from the Hugging Face Hub
+HUB_KERNEL_PACKAGE = ("kernels", "pip install kernels")
+
+
+def _uses_critic(config) -> bool:
+    from verl.trainer.ppo.utils import need_critic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Disabled critic ...": verl's main says it again
+        return need_critic(config)
+
+
+def attention_sections(config) -> list[tuple[str, str]]:
+    """(model section, role) pairs whose model the run loads with Hugging Face attention: the
+    actor's (also the reference's and the hf rollout's) and, when used, the critic's."""
+    sections = [("actor_rollout_ref.model", "actor")]
+    if _uses_critic(config):
+        sections.append(("critic.model", "critic"))
+    return sections
+
+
+def attention_of(config, model_section: str) -> str:
+    """The attention implementation a model section selects (verl's default when unset)."""
+    override = OmegaConf.select(config, f"{model_section}.override_config") or {}
+    return str(override.get("attn_implementation") or DEFAULT_ATTENTION)
+
+
+def ulysses_size(section, prefix: str) -> tuple[str, int]:
+    """(key, size) of the Ulysses sequence parallelism an actor, ref or critic section runs with.
+
+    verl 0.9.1's FSDP engine reads `<section>.fsdp_config.ulysses_sequence_parallel_size`
+    (`fsdp` for the critic); the deprecated `<section>.ulysses_sequence_parallel_size` overrides
+    it when > 1 (FSDPActorConfig.__post_init__).
+    """
+    engine = "fsdp" if prefix == "critic" else "fsdp_config"
+    top = int(section.get("ulysses_sequence_parallel_size", 1) or 1)
+    inner = int((section.get(engine) or {}).get("ulysses_sequence_parallel_size", 1) or 1)
+    if top > 1 or inner <= 1:
+        return f"{prefix}.ulysses_sequence_parallel_size", top
+    return f"{prefix}.{engine}.ulysses_sequence_parallel_size", inner
+
+
+def check_sequence_parallel(config) -> None:
+    """Sequence parallelism > 1 needs flash attention: with any other, nothing errors, but each
+    rank attends within its own slice of the sequence and every log-prob is wrong."""
+    from verl.trainer.ppo.utils import need_reference_policy
+
+    sections = [("actor_rollout_ref.actor", "actor_rollout_ref.model")]
+    if need_reference_policy(config):
+        sections.append(("actor_rollout_ref.ref", "actor_rollout_ref.model"))
+    if _uses_critic(config):
+        sections.append(("critic", "critic.model"))
+    for prefix, model_section in sections:
+        section = OmegaConf.select(config, prefix)
+        if section is None or section.get("strategy", "fsdp") not in ("fsdp", "fsdp2"):
+            continue  # Megatron and the other engines parallelise sequences their own way
+        key, size = ulysses_size(section, prefix)
+        attention = attention_of(config, model_section)
+        if size > 1 and attention not in SEQUENCE_PARALLEL_ATTENTION:
+            raise ValueError(
+                f"{key}={size} with {model_section}.override_config.attn_implementation={attention} is not allowed: "
+                "verl patches its sequence-parallel all-to-all into flash attention only, so with "
+                f"{attention} each rank would attend within its own slice of the sequence and every log-prob "
+                f"would be wrong, without an error. Allowed: attn_implementation one of "
+                f"{', '.join(SEQUENCE_PARALLEL_ATTENTION)} (install: {FLASH_ATTN_INSTALL}), or {key}=1."
+            )
+
+
+def _module_installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _cuda_run(config) -> bool:
+    """Whether the workers will run on CUDA. On Ascend NPUs verl switches `cuda` to `npu`
+    (auto_set_device), and flash_attention_2 there is torch_npu's: no flash_attn needed."""
+    return config.trainer.get("device", "cuda") == "cuda" and not _module_installed("torch_npu")
+
+
+def check_attention_packages(config, refuse: bool = True) -> list[str]:
+    """On a CUDA run, the package each attention implementation imports must be installed (the
+    actor would fail to load after Ray and the GPUs are up). Returns one line per model section;
+    with `refuse=False` a missing package is reported in that line instead of raised."""
+    lines = []
+    for model_section, role in attention_sections(config):
+        attention = attention_of(config, model_section)
+        base = attention.split("|")[-1]  # "paged|flash_attention_2" imports what flash_attention_2 does
+        module, install = HUB_KERNEL_PACKAGE if "/" in base else ATTENTION_PACKAGES.get(base, (None, None))
+        if module is None or not _cuda_run(config):
+            lines.append(f"{role}: {attention}")
+            continue
+        if _module_installed(module):
+            lines.append(f"{role}: {attention} ({module} installed)")
+            continue
+        problem = (
+            f"{model_section}.override_config.attn_implementation={attention} needs the {module} package, which is "
+            f"not installed in this environment (trainer.device=cuda), so the {role} would fail to load after Ray "
+            f"and the GPUs are up. Install it: {install}"
+            + (" (docs/reproducing.md)" if install == FLASH_ATTN_INSTALL else "")
+            + f", or set {model_section}.override_config.attn_implementation=sdpa (slower; not with sequence "
+            "parallelism)."
+        )
+        if refuse:
+            raise ValueError(problem)
+        lines.append(f"{role}: {attention} NOT INSTALLED HERE: the run would be refused: {problem}")
+    return lines
+
+
+# ----------------------------------------------------------------------------- warnings
+
+
+class PreflightWarning(UserWarning):
+    """A setting that runs, but not as a reader of the config would expect."""
+
+
+def trust_region_warnings(config) -> list[str]:
+    """One update per rollout and no bypass mode: the policy that computed old_log_prob is the one
+    being updated, so pi / pi_old = 1 at every token and no clip, gate or bound can act.
+
+    Updates per rollout as verl's engine worker runs them (train_mini_batch): each rank's share
+    of the train_batch_size x n sequences, in mini-batches of ppo_mini_batch_size x n / dp, for
+    ppo_epochs epochs = (train_batch_size / ppo_mini_batch_size) x ppo_epochs (use_dynamic_bsz
+    changes the micro-batches only). Rollout correction's bypass_mode makes pi_old the rollout's
+    log-probs; its IS weights and rejection sampling (rollout_is, rollout_rs) leave the ratio at 1.
+    """
+    actor = config.actor_rollout_ref.actor
+    train_batch, mini, epochs = config.data.train_batch_size, actor.ppo_mini_batch_size, actor.ppo_epochs
+    bypass = bool(OmegaConf.select(config, "algorithm.rollout_correction.bypass_mode", default=False))
+    if (train_batch // mini) * epochs != 1 or bypass:
+        return []
+    return [
+        f"the trust region cannot act: data.train_batch_size={train_batch} / "
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={mini} = 1 mini-batch, actor_rollout_ref.actor.ppo_epochs="
+        f"{epochs} and algorithm.rollout_correction.bypass_mode={bypass} make one update per rollout by the policy "
+        "that computed old_log_prob, so the ratio pi/pi_old is 1 at every token: no clip, gate or bound "
+        f"(clip_ratio_*, actor_rollout_ref.actor.policy_loss.*, loss_mode={actor.policy_loss.loss_mode}) does "
+        "anything, and presets that differ only there give the same gradient. For a trust region that acts: "
+        "a smaller ppo_mini_batch_size (several updates per rollout) or ppo_epochs > 1."
+    ]
+
+
+def bapo_micro_batch_warnings(config, dp: int) -> list[str]:
+    """BAPO chooses its bounds per loss call, i.e. per micro-batch (maspo_verl/algos/bapo.py), not
+    once per update as the paper does: say so when an update has several micro-batches."""
+    actor = config.actor_rollout_ref.actor
+    if actor.policy_loss.get("loss_mode") != "bapo":
+        return []
+    per_gpu = actor.ppo_mini_batch_size * config.actor_rollout_ref.rollout.n // dp
+    why = (
+        "BAPO chooses its clip bounds once per loss call, i.e. per micro-batch, not once per update as the "
+        "paper does (docs/algorithms.md, BAPO)"
+    )
+    if actor.use_dynamic_bsz:
+        # verl's prepare_micro_batches: a micro-batch holds max_token_len_per_gpu x sp tokens
+        sp = ulysses_size(actor, "actor_rollout_ref.actor")[1]
+        budget = actor.ppo_max_token_len_per_gpu * sp
+        longest = config.data.max_prompt_length + config.data.max_response_length
+        most = min(per_gpu, math.ceil(per_gpu * longest / budget))
+        return [
+            f"actor_rollout_ref.actor.policy_loss.loss_mode=bapo with actor_rollout_ref.actor.use_dynamic_bsz=True: "
+            f"{why}. Dynamic batch size packs each per-GPU mini-batch ({per_gpu} sequences) into micro-batches of "
+            f"at most {budget} tokens (actor_rollout_ref.actor.ppo_max_token_len_per_gpu={actor.ppo_max_token_len_per_gpu}"
+            + (f" x sequence parallel {sp}" if sp > 1 else "")
+            + f"; up to {most} micro-batches here), balanced by sequence length, so the bounds depend on the response "
+            "lengths and on the token budget. For one choice per update: use_dynamic_bsz=False with "
+            f"ppo_micro_batch_size_per_gpu={per_gpu} (if it fits in memory)."
+        ]
+    micro = actor.ppo_micro_batch_size_per_gpu
+    if micro is None or per_gpu <= micro:
+        return []
+    return [
+        f"actor_rollout_ref.actor.policy_loss.loss_mode=bapo with actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu="
+        f"{micro}: {why}. Each per-GPU mini-batch of {per_gpu} sequences makes {per_gpu // micro} choices. For one "
+        f"choice per update: ppo_micro_batch_size_per_gpu={per_gpu} (if it fits in memory)."
+    ]
+
+
+def preflight_warnings(config, dp: int) -> list[str]:
+    """Every warning, each also raised as a PreflightWarning (shown on the driver before Ray)."""
+    messages = trust_region_warnings(config) + bapo_micro_batch_warnings(config, dp)
+    for message in messages:
+        warnings.warn(message, PreflightWarning, stacklevel=3)
+    return messages
 
 
 # ----------------------------------------------------------------------------- reward
@@ -225,12 +457,29 @@ def check_reward_function(config) -> None:
 # ----------------------------------------------------------------------------- entry points
 
 
-def preflight(config) -> dict:
-    """The cheap checks, on the driver, before Ray starts. Returns what it measured."""
+def preflight(config, dry_run: bool = False) -> dict:
+    """The cheap checks, on the driver, before Ray starts. Returns what it measured.
+
+    `dry_run=True` on a machine without CUDA reports a missing attention package instead of
+    refusing: the GPU nodes the dry run prepares for may have it.
+    """
+    check_trainer(config)
+    check_sequence_parallel(config)
     summary = {"rows": check_data(config)}
     summary.update(check_batch_sizes(config))
     check_reward_function(config)
+    from maspo_verl.data.templates import check_data_templates  # the reward reads the data's prompt template
+
+    summary["templates"] = check_data_templates(config)
+    summary["attention"] = check_attention_packages(config, refuse=not dry_run or _cuda_visible())
+    summary["warnings"] = preflight_warnings(config, summary["dp"])
     return summary
+
+
+def _cuda_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def build_dataclasses(config) -> dict:
@@ -338,6 +587,8 @@ def describe(config, summary: dict, built: dict) -> str:
     ]
     for path, rows in summary["rows"].items():
         lines.append(f"data               {path}: {rows if rows >= 0 else 'remote, not checked'} rows")
+    lines += [f"attention          {line}" for line in summary["attention"]]
+    lines += [f"WARNING            {message}" for message in summary["warnings"]]
     lines.append("built              " + ", ".join(name for name, value in built.items() if value is not None))
     if "model" not in built:
         lines.append(
@@ -349,7 +600,7 @@ def describe(config, summary: dict, built: dict) -> str:
 
 def dry_run(config) -> str:
     """preflight + verl's validate_config + every dataclass; returns (and prints) the summary."""
-    summary = preflight(config)
+    summary = preflight(config, dry_run=True)
     built = build_dataclasses(config)
     text = "[maspo_verl dry run] config composed, checks passed, dataclasses built:\n" + describe(
         config, summary, built
