@@ -5,7 +5,16 @@ through verl's own registry on the same batch (default 1024 x 1024 = 1M response
 forward + backward, eager and torch.compile. Prints a table and each loss's ratio to vanilla
 measured in this run.
 
-    python benchmarks/bench_policy_loss.py [--device cuda] [--rows 1024] [--cols 1024] [--no-compile] [--losses maspo,dac]
+The losses are timed in rounds: every round runs each loss once, so a load that comes and goes
+on a shared machine hits them all alike. A loss's ratio to vanilla is the median over rounds of
+its time divided by vanilla's time in the same round. ``--clock cpu`` times the process's CPU
+time instead of the wall clock (on a shared CPU machine, with ``--threads 1``, it leaves out
+the time other processes held the core). The ``ops`` column counts the aten operations one
+eager forward + backward dispatches (views left out): in eager mode on a GPU every one of
+them is at least one kernel launch, which at this size costs more than its arithmetic.
+
+    python benchmarks/bench_policy_loss.py [--device cuda] [--rows 1024] [--cols 1024] [--no-compile]
+        [--losses maspo,dac] [--threads N] [--clock wall|cpu]
 """
 
 import argparse
@@ -14,6 +23,7 @@ import time
 
 import torch
 import verl  # noqa: F401  (registers maspo through the verl.plugins entry point)
+from torch.utils._python_dispatch import TorchDispatchMode
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.workers.config import ActorConfig, PolicyLossConfig
 
@@ -66,24 +76,73 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(loss_fn, config, batch, device, repeats, warmup):
-    for _ in range(warmup):
-        step(loss_fn, config, batch)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def time_one(loss_fn, config, batch, device, clock):
     sync(device)
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
+    start = clock()
+    step(loss_fn, config, batch)
+    sync(device)
+    return clock() - start
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten operations dispatched while active, views left out (they launch nothing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view:
+            self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(loss_fn, config, batch):
+    with OpCounter() as counter:
         step(loss_fn, config, batch)
-        sync(device)
-        times.append(time.perf_counter() - start)
-    extra_peak = torch.cuda.max_memory_allocated() - before if device == "cuda" else float("nan")
-    times.sort()
-    return {"median_ms": 1e3 * times[len(times) // 2], "min_ms": 1e3 * times[0], "extra_peak_MiB": extra_peak / 2**20}
+    return counter.ops
+
+
+def extra_peak_mib(loss_fn, config, batch, device):
+    """Peak memory of one step above what was allocated before it (CUDA only)."""
+    if device != "cuda":
+        return float("nan")
+    sync(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    step(loss_fn, config, batch)
+    sync(device)
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
+def median(values):
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def measure_rounds(losses, batch, device, repeats, warmup, clock):
+    """{name: stats}; every round times each loss once (see the module docstring)."""
+    for fn, config in losses.values():
+        for _ in range(warmup):
+            step(fn, config, batch)
+    times = {name: [] for name in losses}
+    for _ in range(repeats):
+        for name, (fn, config) in losses.items():
+            times[name].append(time_one(fn, config, batch, device, clock))
+    results = {}
+    for name, (fn, config) in losses.items():
+        ratios = [t / v for t, v in zip(times[name], times["vanilla"])]
+        results[name] = {
+            "median_ms": 1e3 * median(times[name]),
+            "min_ms": 1e3 * min(times[name]),
+            "median_ratio_to_vanilla": median(ratios),
+            "extra_peak_MiB": extra_peak_mib(fn, config, batch, device),
+        }
+    return results
 
 
 def main(argv=None):
@@ -97,9 +156,13 @@ def main(argv=None):
     parser.add_argument(
         "--losses", default=",".join(VERL_LOSSES + list(CONFIG_CLASSES)), help="comma-separated loss modes"
     )
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU); default: torch's")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time or the process's CPU time")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     maspo_verl.register()
     batch = make_batch(args.rows, args.cols, args.device)
     names = ["vanilla"] + [name for name in args.losses.split(",") if name and name != "vanilla"]
@@ -107,29 +170,41 @@ def main(argv=None):
     modes = ["eager"] + ([] if args.no_compile else ["compile"])
     results = {}
     for mode in modes:
-        for name, (fn, config) in losses.items():
-            fn = torch.compile(fn) if mode == "compile" else fn
-            results[f"{name}/{mode}"] = measure(fn, config, batch, args.device, args.repeats, args.warmup)
+        runs = {name: (torch.compile(fn) if mode == "compile" else fn, config) for name, (fn, config) in losses.items()}
+        for name, stats in measure_rounds(
+            runs, batch, args.device, args.repeats, args.warmup, CLOCKS[args.clock]
+        ).items():
+            results[f"{name}/{mode}"] = stats
+            if mode == "eager":
+                stats["ops"] = count_ops(*losses[name], batch)
 
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     tokens = int(batch["response_mask"].sum())
     print(
         f"device: {device_name}   batch: {args.rows} x {args.cols} ({tokens} valid tokens)   torch {torch.__version__}"
     )
-    print(f"{'loss/mode':<18}{'median ms':>12}{'min ms':>10}{'extra peak MiB':>16}")
+    threads = torch.get_num_threads() if args.device == "cpu" else "-"
+    print(f"{args.repeats} rounds, {args.warmup} warm-up calls per loss, {args.clock} clock, threads: {threads}")
+    print(f"{'loss/mode':<18}{'median ms':>12}{'min ms':>10}{'/ vanilla':>11}{'ops':>6}{'extra peak MiB':>16}")
     on_cuda = args.device == "cuda"  # peak memory is only tracked by the CUDA allocator
     for key, r in results.items():
         memory = f"{r['extra_peak_MiB']:.1f}" if on_cuda else "-"
-        print(f"{key:<18}{r['median_ms']:>12.3f}{r['min_ms']:>10.3f}{memory:>16}")
+        ratio = f"{r['median_ratio_to_vanilla']:.2f}x"
+        ops = r.get("ops", "-")
+        print(f"{key:<18}{r['median_ms']:>12.3f}{r['min_ms']:>10.3f}{ratio:>11}{ops:>6}{memory:>16}")
     for mode in modes:
         v = results[f"vanilla/{mode}"]
         for name in names[1:]:
             m = results[f"{name}/{mode}"]
             memory = f", extra peak memory {m['extra_peak_MiB'] / v['extra_peak_MiB']:.2f}x" if on_cuda else ""
-            print(f"ratio {name}/vanilla ({mode}): time {m['median_ms'] / v['median_ms']:.2f}x{memory}")
+            print(f"ratio {name}/vanilla ({mode}): time {m['median_ratio_to_vanilla']:.2f}x{memory}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": device_name, "tokens": tokens, "results": results}, f, indent=2)
+            json.dump(
+                {"device": device_name, "tokens": tokens, "clock": args.clock, "threads": threads, "results": results},
+                f,
+                indent=2,
+            )
     return results
 
 

@@ -22,27 +22,34 @@ from typing import Optional
 from verl.workers.config import PolicyLossConfig
 
 from .algos import LOSSES
-from .algos.common import LossSpec
+from .algos.common import (
+    DEFAULT_MAX_CONSECUTIVE_NONFINITE_CALLS,
+    POLICY_LOSS_KEY,
+    LossSpec,
+    check_nonfinite_limit,
+)
 from .shaping import NO_SHAPER, resolve_shaper
 
-POLICY_LOSS_KEY = "actor_rollout_ref.actor.policy_loss"
 KEY_PREFIX = POLICY_LOSS_KEY + "."
 ACTOR_KEY = "actor_rollout_ref.actor"
 
 
 @dataclass
 class BasePolicyLossConfig(PolicyLossConfig):
-    """verl's PolicyLossConfig plus the advantage shaper (see maspo_verl.shaping)."""
+    """verl's PolicyLossConfig plus the advantage shaper (see maspo_verl.shaping) and the policy
+    of our losses for non-finite inputs (see maspo_verl.losses; verl's own losses ignore it)."""
 
     advantage_shaper: str = NO_SHAPER
     advantage_shaper_kwargs: dict = field(default_factory=dict)
     advantage_shaper_module: Optional[str] = None
+    max_consecutive_nonfinite_calls: int = DEFAULT_MAX_CONSECUTIVE_NONFINITE_CALLS
 
     def __post_init__(self):
         kwargs = self.advantage_shaper_kwargs
         if not isinstance(kwargs, Mapping):
             raise ValueError(f"{KEY_PREFIX}advantage_shaper_kwargs={kwargs!r} must be a mapping of settings.")
         resolve_shaper(self.advantage_shaper, kwargs, self.advantage_shaper_module, KEY_PREFIX)
+        check_nonfinite_limit(self.max_consecutive_nonfinite_calls)
 
 
 def _config_class(spec: LossSpec) -> type:

@@ -9,6 +9,8 @@ MASPO_METRICS = [
     "actor/maspo/sigma_pos_mean",
     "actor/maspo/sigma_neg_mean",
     "actor/maspo/clip_frac_ppo",
+    "actor/maspo/nonfinite_tokens",
+    "actor/maspo/nonfinite_calls",
 ]
 
 # The authors' defaults (the papers; docs/algorithms.md), for the tests that check code and presets.

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from expected import BAPO_DEFAULTS as DOC_DEFAULTS
 from gloo_ranks import free_port
-from maspo_verl.algos.bapo import LOSS, BAPOParams, bapo_diagnostics, bapo_terms
+from maspo_verl.algos.bapo import LOSS, BAPOParams, bapo_diagnostics, bapo_terms, choose_bounds
 from maspo_verl.algos.common import prepare_inputs
 from numeric import assert_grad_matches, f32, loss_inputs, np_
 
@@ -422,6 +422,22 @@ def test_micro_batch_splits_change_the_bounds():
     (b_lo, b_hi), *_ = choose(pairs_b, upper_first=False)
     assert (a_lo, a_hi) == (0.75, 1.2) and (b_lo, b_hi) == (0.6, 1.2)
     assert (ab_lo, ab_hi) == (0.6, 1.2)  # together: 4 / (4 + 0.9 + 2.74) >= 0.5 at the start
+
+
+@pytest.mark.parametrize("upper_first", [True, False])
+def test_ratios_exactly_at_a_bound_count_as_passing_a_gradient(upper_first):
+    """pos counts r <= c_high and neg r >= c_low, bounds included: ratios at every float32 bound
+    value and one ulp either side, fed to the search directly (exact float32 ratios)."""
+    p = dict(DOC_DEFAULTS, upper_first=upper_first)
+    grid = np.float32(bound_values(p))
+    r = np.concatenate([grid, np.nextafter(grid, np.float32(0)), np.nextafter(grid, np.float32(10))])
+    rng = np.random.default_rng(3)
+    r = np.repeat(r, 2)
+    A = np.where(np.arange(r.size) % 2 == 0, 1.0, -1.0) * rng.uniform(0.5, 2.0, r.size).astype(np.float32)
+    choice = choose_bounds(torch.tensor(r), torch.tensor(A, dtype=torch.float32), BAPOParams(**p))
+    r64, A64, mask = r.astype(np.float64), A.astype(np.float64), np.ones(r.size, bool)
+    expected = [np_share(r64, A64, mask, lo, hi) for lo, hi in np_all_candidates(p)]
+    np.testing.assert_allclose(np_(choice.candidate_shares), expected, rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------------

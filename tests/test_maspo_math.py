@@ -32,7 +32,7 @@ from maspo_verl.algos.maspo import (
     maspo_diagnostics,
     maspo_token_loss,
     mass_adaptive_sigma,
-    risk_factors,
+    risk_factor,
 )
 from numeric import assert_grad_matches as assert_close_grad
 from numeric import np_
@@ -192,6 +192,8 @@ def random_case(rng, shape, noise_scale):
 
 
 def run_torch(lp, old, adv, mask, params, dtype=torch.float32, lp_requires_grad=True):
+    """(terms, log_prob, old_log_prob, advantages as the terms saw them (0 where masked: what the
+    diagnostics take), mask) as tensors."""
     lp_t = torch.tensor(lp, dtype=dtype, requires_grad=lp_requires_grad)
     old_t = torch.tensor(old, dtype=dtype)
     adv_t = torch.tensor(adv, dtype=dtype)
@@ -199,7 +201,7 @@ def run_torch(lp, old, adv, mask, params, dtype=torch.float32, lp_requires_grad=
     terms = maspo_token_loss(lp_t, old_t, adv_t, mask_t, params)
     if lp_requires_grad:
         terms.loss_mat.sum().backward()
-    return terms, lp_t, old_t, adv_t, mask_t
+    return terms, lp_t, old_t, torch.where(mask_t, adv_t.float(), 0.0), mask_t
 
 
 def assert_grad_matches(grad_torch: np.ndarray, grad_ref: np.ndarray, scale: np.ndarray):
@@ -227,8 +229,8 @@ def test_forward_matches_numpy_reference(seed, noise):
         np.testing.assert_allclose(np_(terms.ratio)[v], ref["rho"][v], rtol=1e-5)
 
         pos, neg = v & (ref["A"] > 0), v & (ref["A"] < 0)
-        np.testing.assert_allclose(np_(terms.sigma_pos)[pos], ref["sigma_pos"][pos], rtol=1e-5)
-        np.testing.assert_allclose(np_(terms.sigma_neg)[neg], ref["sigma_neg"][neg], rtol=1e-5)
+        np.testing.assert_allclose(np_(terms.sigma)[pos], ref["sigma_pos"][pos], rtol=1e-5)
+        np.testing.assert_allclose(np_(terms.sigma)[neg], ref["sigma_neg"][neg], rtol=1e-5)
 
         gate = np_(terms.gate)
         np.testing.assert_allclose(gate[v], ref["gate"][v], rtol=1e-3, atol=2 * F32_TINY)
@@ -356,8 +358,7 @@ def test_soft_gate_only_ablation(seed):
     adv = adv * 50  # large advantages too: the risk controller must stay off
     terms, *_ = run_torch(lp, old, adv, mask, MASPOParams(**p))
     v = mask
-    np.testing.assert_allclose(np_(terms.sigma_pos)[v], sb, rtol=1e-6)
-    np.testing.assert_allclose(np_(terms.sigma_neg)[v], sb, rtol=1e-6)
+    np.testing.assert_allclose(np_(terms.sigma)[v], sb, rtol=1e-6)
     r = np.exp(np.clip(lp - old, -20, 20))
     agg = v & (((adv > 0) & (r > 1)) | ((adv < 0) & (r < 1)))
     expected = np.where(agg, np.exp(-((r - 1) ** 2) / (2 * sb**2)), 1.0)
@@ -435,7 +436,7 @@ def test_low_probability_tokens_get_wider_sigma(p):
         terms, *_ = run_torch(
             old + 0.3, old, np.full(shape, a), np.ones(shape, bool), MASPOParams(**p), lp_requires_grad=False
         )
-        s = np_(terms.sigma_pos if a > 0 else terms.sigma_neg)[0]
+        s = np_(terms.sigma)[0]
         assert np.all(np.diff(s) >= 0) and s[-1] > s[0]
 
 
@@ -457,9 +458,10 @@ def test_mass_limiter_off_with_alpha_zero():
 def test_risk_factor_matches_formula_and_clamps(p):
     A = np.concatenate([-np.logspace(3, -3, 200), [0.0], np.logspace(-3, 3, 200)])
     A32 = A.astype(np.float32).astype(np.float64)
-    pos_t, neg_t = risk_factors(torch.tensor(A32, dtype=torch.float32)[None, :], MASPOParams(**p))
-    pos_f, neg_f = np_(pos_t)[0], np_(neg_t)[0]
+    factor = np_(risk_factor(torch.tensor(A32, dtype=torch.float32)[None, :], MASPOParams(**p)))[0]
+    pos_f, neg_f = factor, factor  # each token's factor is that of its side
     ip, ineg = A32 > 0, A32 < 0
+    assert np.all(factor[A32 == 0] == 1.0)  # no advantage, no risk adjustment
     exp_pos = np.clip(1 + p["beta_pos"] * A32[ip], p["adv_low"], p["adv_high"])
     exp_neg = np.clip(1 / (1 - p["beta_neg"] * A32[ineg]), p["adv_low"], p["adv_high"])
     np.testing.assert_allclose(pos_f[ip], exp_pos, rtol=1e-6)
@@ -476,17 +478,17 @@ def test_risk_factor_matches_formula_and_clamps(p):
     assert np.all(pos_f[ip] >= 1 - 1e-7) and np.all(np.diff(pos_f[ip]) >= 0)
     assert np.all(neg_f[ineg] <= 1 + 1e-7) and np.all(np.diff(neg_f[ineg]) >= 0)
 
-    # Same through the loss, where sigma_pos / sigma_neg = m * factor.
+    # Same through the loss, where sigma = m * factor (sigma_pos where A > 0, sigma_neg where A < 0).
     shape = (1, A.size)
     old = np.full(shape, -3.0)
     terms, *_ = run_torch(old + 0.5, old, A32[None, :], np.ones(shape, bool), MASPOParams(**p), lp_requires_grad=False)
     m = min(max(p["sigma_base"] * math.exp(3.0 * p["alpha"]), p["sigma_base"]), p["sigma_high"])
-    np.testing.assert_allclose(np_(terms.sigma_pos)[0][ip], m * exp_pos, rtol=1e-5)
-    np.testing.assert_allclose(np_(terms.sigma_neg)[0][ineg], m * exp_neg, rtol=1e-5)
+    np.testing.assert_allclose(np_(terms.sigma)[0][ip], m * exp_pos, rtol=1e-5)
+    np.testing.assert_allclose(np_(terms.sigma)[0][ineg], m * exp_neg, rtol=1e-5)
     if p["beta_pos"] > 0 and p["adv_high"] > 1:
-        assert np_(terms.sigma_pos)[0][-1] > m * 1.001  # large positive A: wider than m
+        assert np_(terms.sigma)[0][-1] > m * 1.001  # large positive A: wider than m
     if p["beta_neg"] > 0 and p["adv_low"] < 1:
-        assert np_(terms.sigma_neg)[0][0] < m * 0.999  # large negative A: narrower than m
+        assert np_(terms.sigma)[0][0] < m * 0.999  # large negative A: narrower than m
 
 
 # --------------------------------------------------------------------------------------
@@ -627,8 +629,8 @@ def test_large_advantages():
         assert_grad_matches(np_(lp_t.grad), ref["grad"], np.abs(ref["A"] * ref["rho"]))
         v = ref["mask"]
         pos, neg = v & (ref["A"] > 0), v & (ref["A"] < 0)
-        np.testing.assert_allclose(np_(terms.sigma_pos)[pos], ref["sigma_pos"][pos], rtol=1e-5)
-        np.testing.assert_allclose(np_(terms.sigma_neg)[neg], ref["sigma_neg"][neg], rtol=1e-5)
+        np.testing.assert_allclose(np_(terms.sigma)[pos], ref["sigma_pos"][pos], rtol=1e-5)
+        np.testing.assert_allclose(np_(terms.sigma)[neg], ref["sigma_neg"][neg], rtol=1e-5)
 
 
 def test_log_ratio_beyond_clamp():

@@ -14,9 +14,9 @@ from .maspo import (
     maspo_terms,
     maspo_token_loss,
     mass_adaptive_sigma,
-    risk_factors,
+    risk_factor,
     soft_gate,
-    trust_region_sigmas,
+    trust_region_sigma,
 )
 
 LOSSES: list[LossSpec] = [maspo.LOSS, dac.LOSS, bapo.LOSS]
@@ -30,7 +30,7 @@ __all__ = [
     "maspo_terms",
     "maspo_token_loss",
     "mass_adaptive_sigma",
-    "risk_factors",
+    "risk_factor",
     "soft_gate",
-    "trust_region_sigmas",
+    "trust_region_sigma",
 ]

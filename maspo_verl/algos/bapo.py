@@ -35,9 +35,10 @@ Implementation: the search is vectorised, with no host sync and no data-dependen
 pos() is evaluated on the whole c_high grid and neg() on the whole c_low grid (the grids come
 from the hyperparameters only), as ONE vector that goes through ``reduce_sum`` exactly once (the
 all-reduce over the data-parallel group); the shares of all candidates and the first candidate
-that meets the target are then computed from that vector identically on every rank. Eager mode
-materialises (tokens x grid points) temporaries, 44 grid points at the defaults; under
-torch.compile the comparisons fuse into the reductions.
+that meets the target are then computed from that vector identically on every rank. The grid
+sums cost one binary search per token in the sorted bounds, one scatter-add of the token
+weights into the gaps between bounds and a cumulative sum over the gaps (``choose_bounds``),
+not a comparison of every token with every bound.
 
 Invariances. The bounds depend on the data of one loss call, i.e. one micro-batch (summed over
 the data-parallel group), so unlike the other losses of this project, BAPO is NOT invariant to
@@ -80,11 +81,10 @@ from typing import NamedTuple
 
 import torch
 
-from .common import LossInputs, LossSpec, Params, flag_rule, identity_sum, importance_ratio, share
+from .common import LossInputs, LossSpec, Params, count_true, flag_rule, identity_sum, importance_ratio
 from .dac import clipped_surrogate
 
-# A grid of more points than this per bound is a configuration mistake (and memory: eager mode
-# holds tokens x grid points).
+# A grid of more points than this per bound is a configuration mistake.
 MAX_GRID_STEPS = 1000
 
 
@@ -143,23 +143,22 @@ def bound_grid(start: float, stop: float, step: float) -> list[float]:
     return [min(start + k * step, stop) for k in range(n + 1)]
 
 
-def search_order(params: BAPOParams) -> tuple[list[float], list[float], list[int], list[int]]:
-    """(low grid, high grid, low index, high index) of every candidate, in search order.
+def in_search_order(per_low: torch.Tensor, per_high: torch.Tensor, upper_first: bool):
+    """Expand values given per lower-bound and per upper-bound grid point to one per candidate.
 
-    Candidate k is (low_grid[low_index[k]], high_grid[high_index[k]]). The first is the pair
-    of start values and the last the pair of maxima, in either order. Python-level: depends on
-    the hyperparameters only, never on data.
+    Candidate k is (low grid point, high grid point) in search order; the first is the pair of
+    start values and the last the pair of maxima. Upper first: c_high moves with c_low at its
+    start, then c_low with c_high at its maximum; otherwise the other way round. Shapes depend
+    on the hyperparameters only, never on data.
     """
-    lows = bound_grid(params.c_low_start, params.c_low_max, params.step_low)
-    highs = bound_grid(params.c_high_start, params.c_high_max, params.step_high)
-    n_low, n_high = len(lows), len(highs)
-    if params.upper_first:
-        low_index = [0] * n_high + list(range(1, n_low))
-        high_index = list(range(n_high)) + [n_high - 1] * (n_low - 1)
+    n_low, n_high = len(per_low), len(per_high)
+    if upper_first:
+        low = torch.cat([per_low[:1].expand(n_high), per_low[1:]])
+        high = torch.cat([per_high, per_high[-1:].expand(n_low - 1)])
     else:
-        low_index = list(range(n_low)) + [n_low - 1] * (n_high - 1)
-        high_index = [0] * n_low + list(range(1, n_high))
-    return lows, highs, low_index, high_index
+        low = torch.cat([per_low, per_low[-1:].expand(n_high - 1)])
+        high = torch.cat([per_high[:1].expand(n_low), per_high[1:]])
+    return low, high
 
 
 class BAPOTerms(NamedTuple):
@@ -188,6 +187,19 @@ class BoundChoice(NamedTuple):
     candidate_shares: torch.Tensor
 
 
+def grid_edges(params: BAPOParams, device) -> torch.Tensor:
+    """The float32 bounds as one ascending vector: -c_low (largest first), a 0, then c_high.
+
+    A token's place in it, searched with copysign(r, A), says which candidate sums it joins
+    (see ``choose_bounds``). Built on the host and copied without blocking: a blocking
+    host-to-device copy would wait for the GPU, a hidden sync in every loss call.
+    """
+    lows = bound_grid(params.c_low_start, params.c_low_max, params.step_low)
+    highs = bound_grid(params.c_high_start, params.c_high_max, params.step_high)
+    edges = torch.tensor([-c for c in reversed(lows)] + [0.0] + highs, dtype=torch.float32)
+    return edges.to(device, non_blocking=True)
+
+
 def choose_bounds(
     ratio: torch.Tensor, advantages: torch.Tensor, params: BAPOParams, reduce_sum=identity_sum
 ) -> BoundChoice:
@@ -196,23 +208,31 @@ def choose_bounds(
     ``ratio`` is detached here; ``advantages`` are 0 at masked positions, so those count nowhere.
     ``reduce_sum`` is called exactly once, on the vector [pos(c_high) for the high grid,
     neg(c_low) for the low grid].
+
+    No token is compared with every candidate. One binary search per token in the ascending
+    vector [-c_low (largest first), 0, c_high] with the key copysign(r, A) gives its bucket:
+    for A > 0 the number of c_high below r (after the low side and the 0), for A < 0 the number
+    of c_low above r. A token with A > 0 counts in pos(c_high_j) for every c_high_j >= r, i.e.
+    for every j from its bucket on, and a token with A < 0 in neg(c_low_i) for every
+    c_low_i <= r; so the grid sums are cumulative sums of the buckets' weights. The float32
+    comparisons are the ones of r <= c_high and r >= c_low (negation is exact); the weights
+    |r A| are accumulated in float64 (tokens with A = 0 weigh 0), so the sums barely depend on
+    the order of the additions, and go to ``reduce_sum`` as float32.
     """
-    lows, highs, low_index, high_index = search_order(params)
     device = ratio.device
-    low_grid = torch.tensor(lows, dtype=torch.float32, device=device)
-    high_grid = torch.tensor(highs, dtype=torch.float32, device=device)
+    n_low = len(bound_grid(params.c_low_start, params.c_low_max, params.step_low))
+    edges = grid_edges(params, device)
+    r = ratio.detach().reshape(-1)
+    adv = advantages.detach().reshape(-1)
+    bucket = torch.searchsorted(edges, torch.copysign(r, adv))
+    weight = torch.mul(r, adv).abs_().double()
+    bucket_sums = torch.zeros(len(edges) + 1, dtype=torch.float64, device=device).scatter_add_(0, bucket, weight)
+    neg_sums = bucket_sums[:n_low].cumsum(0).flip(0)  # neg(c_low_i): buckets of fewer than n_low - i c_low above r
+    pos_sums = bucket_sums[n_low + 1 : -1].cumsum(0)  # pos(c_high_j): buckets of at most j c_high below r
+    sums = reduce_sum(torch.cat([pos_sums, neg_sums]).float())  # the one cross-rank reduction
 
-    r = ratio.detach().reshape(-1, 1)
-    adv = advantages.detach().reshape(-1, 1)
-    weight = (r * adv).abs()
-    zero = torch.zeros((), dtype=torch.float32, device=device)
-    pos_sums = torch.where((adv > 0) & (r <= high_grid), weight, zero).sum(dim=0)
-    neg_sums = torch.where((adv < 0) & (r >= low_grid), weight, zero).sum(dim=0)
-    sums = reduce_sum(torch.cat([pos_sums, neg_sums]))  # the one cross-rank reduction
-
-    n_high = len(highs)
-    pos = sums[:n_high][torch.tensor(high_index, device=device)]
-    neg = sums[n_high:][torch.tensor(low_index, device=device)]
+    n_high = len(pos_sums)
+    neg, pos = in_search_order(sums[n_high:], sums[:n_high], params.upper_first)
     total = pos + neg
     shares = torch.where(total > 0, pos / torch.where(total > 0, total, 1.0), 1.0)
 
@@ -225,8 +245,7 @@ def choose_bounds(
     def pick(values: torch.Tensor) -> torch.Tensor:  # values[chosen] as a 0-d tensor, no sync
         return values.gather(0, chosen)[0]
 
-    candidate_low = torch.tensor([lows[i] for i in low_index], dtype=torch.float32, device=device)
-    candidate_high = torch.tensor([highs[i] for i in high_index], dtype=torch.float32, device=device)
+    candidate_low, candidate_high = in_search_order(edges[:n_low].flip(0).neg(), edges[n_low + 1 :], params.upper_first)
     return BoundChoice(
         c_low=pick(candidate_low),
         c_high=pick(candidate_high),
@@ -254,18 +273,19 @@ def bapo_diagnostics(terms: BAPOTerms, advantages: torch.Tensor, response_mask: 
     """Chosen bounds, shares and clip fractions, as 0-d float tensors.
 
     c_low, c_high, pos_share, pos_share_start and target_met are the same on every rank (they
-    come from the reduced sums); the clip fractions are over this rank's valid tokens.
+    come from the reduced sums); the clip fractions are over this rank's valid tokens (the clip
+    flags need A != 0, so they are false where masked).
     """
-    mask = response_mask.bool()
+    per_valid = 1.0 / count_true(response_mask.bool()).clamp_min(1)
     return {
         "c_low": terms.c_low.float(),
         "c_high": terms.c_high.float(),
         "pos_share": terms.pos_share.float(),
         "pos_share_start": terms.pos_share_start.float(),
         "target_met": terms.target_met.float(),
-        "clip_frac_low": share(terms.clipped_low, mask),
-        "clip_frac_high": share(terms.clipped_high, mask),
-        "dual_clip_frac": share(terms.dual_clipped, mask),
+        "clip_frac_low": count_true(terms.clipped_low) * per_valid,
+        "clip_frac_high": count_true(terms.clipped_high) * per_valid,
+        "dual_clip_frac": count_true(terms.dual_clipped) * per_valid,
     }
 
 

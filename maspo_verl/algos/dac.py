@@ -46,7 +46,7 @@ from typing import NamedTuple
 
 import torch
 
-from .common import LossInputs, LossSpec, Params, identity_sum, importance_ratio, masked_mean, share
+from .common import LossInputs, LossSpec, Params, count_true, identity_sum, importance_ratio
 
 # DCPO's code never lets the upper bound's cap fall below this (their comment: "at least 10").
 MIN_HIGH_CAP = 10.0
@@ -102,14 +102,20 @@ def dac_bounds(old_log_prob: torch.Tensor, params: DACParams) -> tuple[torch.Ten
     old = old_log_prob.detach()
     # 1 - 4 eps_low / q = -expm1(log(4 eps_low) - log q): keeps its precision next to the
     # threshold q = 4 eps_low, where the square root magnifies any cancellation error.
-    low_arg = -torch.expm1(math.log(4.0 * params.eps_low) - old)
-    low = 0.5 + 0.5 * torch.sqrt(low_arg.clamp_min(0.0))
-    high = 0.5 + 0.5 * torch.sqrt(1.0 + torch.exp(math.log(4.0 * params.eps_high) - old))
-    return low, high.clamp_max(params.high_cap)
+    low_arg = torch.expm1(torch.sub(math.log(4.0 * params.eps_low), old)).neg_()
+    low = low_arg.clamp_min_(0.0).sqrt_().mul_(0.5).add_(0.5)
+    high = torch.exp(torch.sub(math.log(4.0 * params.eps_high), old)).add_(1.0).sqrt_().mul_(0.5).add_(0.5)
+    return low, high.clamp_max_(params.high_cap)
 
 
 def clipped_surrogate(ratio, advantages, bound_low, bound_high, clip_ratio_c):
     """verl's clipped surrogate with dual clip, for any bounds (tensors that broadcast).
+
+    -min(rho A, clip(rho, lo, hi) A) is -A min(rho, hi) for A > 0 and -A max(rho, lo) for
+    A < 0 (given lo <= 1 <= hi); verl's dual clip min(., -A c) for A < 0 makes the latter
+    -A clamp(rho, lo, c). So the loss is -A clamp(rho, L, U) with per-token bounds (L, U) =
+    (0, hi) for A > 0 and (lo, c) otherwise: one clamp, through which the gradient flows where
+    rho lies inside its bounds, limits included, as the min/max form gives it there.
 
     Returns (loss_mat, clipped_low, clipped_high, dual_clipped); the flags say where the
     min over the two objectives picks the clipped branch (A < 0 below the lower bound, A > 0
@@ -119,15 +125,16 @@ def clipped_surrogate(ratio, advantages, bound_low, bound_high, clip_ratio_c):
     which only differ in their bounds.
     """
     adv = advantages
-    loss_unclipped = -adv * ratio
-    loss_clipped = -adv * torch.clamp(ratio, bound_low, bound_high)
-    loss_ppo = torch.maximum(loss_unclipped, loss_clipped)
-    loss_mat = torch.where(adv < 0, torch.minimum(loss_ppo, -adv * clip_ratio_c), loss_ppo)
+    positive = adv > 0
+    lower = torch.where(positive, 0.0, bound_low)
+    upper = torch.where(positive, bound_high, clip_ratio_c)
+    loss_mat = ratio.clamp(lower, upper) * adv.neg()
 
     r = ratio.detach()
-    clipped_low = (adv < 0) & (r < bound_low)
-    clipped_high = (adv > 0) & (r > bound_high)
-    dual_clipped = (adv < 0) & (r > clip_ratio_c)
+    negative = adv < 0
+    clipped_low = negative & (r < bound_low)
+    clipped_high = positive & (r > bound_high)
+    dual_clipped = negative & (r > clip_ratio_c)
     return loss_mat, clipped_low, clipped_high, dual_clipped
 
 
@@ -147,14 +154,17 @@ def dac_diagnostics(terms: DACTerms, advantages: torch.Tensor, response_mask: to
 
     clip_frac_low + clip_frac_high is what verl's vanilla loss reports as pg_clipfrac (the
     share of tokens whose clipped branch is active); dual_clip_frac is its pg_clipfrac_lower.
+    The clip flags need A != 0, so they are false where masked (the terms saw A = 0 there).
     """
     mask = response_mask.bool()
+    per_valid = 1.0 / count_true(mask).clamp_min(1)
     return {
-        "clip_frac_low": share(terms.clipped_low, mask),
-        "clip_frac_high": share(terms.clipped_high, mask),
-        "dual_clip_frac": share(terms.dual_clipped, mask),
-        "bound_low_mean": masked_mean(terms.bound_low, mask),
-        "bound_high_mean": masked_mean(terms.bound_high, mask),
+        "clip_frac_low": count_true(terms.clipped_low) * per_valid,
+        "clip_frac_high": count_true(terms.clipped_high) * per_valid,
+        "dual_clip_frac": count_true(terms.dual_clipped) * per_valid,
+        # the bounds are finite everywhere, so a product masks them
+        "bound_low_mean": (terms.bound_low * mask).sum() * per_valid,
+        "bound_high_mean": (terms.bound_high * mask).sum() * per_valid,
     }
 
 

@@ -38,12 +38,11 @@ from .common import (
     LossSpec,
     Params,
     check_finite_where_valid,
+    count_true,
     flag_rule,
     identity_sum,
     importance_ratio,
-    masked_mean,
     prepare_inputs,
-    share,
 )
 
 
@@ -87,8 +86,7 @@ class MASPOTerms(NamedTuple):
     gate: torch.Tensor  # g in (0, 1], detached
     gate_pos: torch.Tensor  # bool: A > 0 and r > 1
     gate_neg: torch.Tensor  # bool: A < 0 and r < 1
-    sigma_pos: torch.Tensor  # trust-region width for A > 0 (meaningful where A > 0)
-    sigma_neg: torch.Tensor  # trust-region width for A < 0 (meaningful where A < 0)
+    sigma: torch.Tensor  # trust-region width of the token's side: sigma_pos where A > 0, else sigma_neg
 
 
 def mass_adaptive_sigma(old_log_prob: torch.Tensor, params: MASPOParams) -> torch.Tensor:
@@ -96,64 +94,58 @@ def mass_adaptive_sigma(old_log_prob: torch.Tensor, params: MASPOParams) -> torc
 
     sigma_base / q^alpha = exp(log sigma_base - alpha * log q): no division by a tiny q.
     """
-    log_m = math.log(params.sigma_base) - params.alpha * old_log_prob
-    return torch.exp(log_m.clamp(math.log(params.sigma_base), math.log(params.sigma_high)))
+    log_m = torch.sub(math.log(params.sigma_base), old_log_prob, alpha=params.alpha)
+    return torch.exp(log_m.clamp_(math.log(params.sigma_base), math.log(params.sigma_high)))
 
 
-def risk_factors(advantages: torch.Tensor, params: MASPOParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pos, neg) risk factors: clamp(1 + beta_pos A) for A > 0, clamp(1 / (1 - beta_neg A)) for A < 0.
+def risk_factor(advantages: torch.Tensor, params: MASPOParams) -> torch.Tensor:
+    """The risk factor of each token's side: clamp(1 + beta_pos A) where A > 0, else clamp(1 / (1 - beta_neg A)).
 
-    Each branch only sees advantages of its own sign (the other side is set to 0, which gives
-    a factor of 1), so 1 - beta_neg * A >= 1 and the division is always safe.
+    One quotient (1 + beta_pos max(A, 0)) / (1 - beta_neg min(A, 0)): its numerator is 1 where
+    A <= 0 and its denominator 1 where A >= 0 (exact), so each token gets its side's formula
+    and A = 0 gets 1; the denominator is >= 1, so the division is always safe.
     """
-    adv_pos = advantages.clamp(min=0)
-    adv_neg = advantages.clamp(max=0)
-    pos = (1 + params.beta_pos * adv_pos).clamp(params.adv_low, params.adv_high)
-    neg = (1 / (1 - params.beta_neg * adv_neg)).clamp(params.adv_low, params.adv_high)
-    return pos, neg
+    widen = torch.add(1.0, advantages.clamp_min(0.0), alpha=params.beta_pos)
+    narrow = torch.sub(1.0, advantages.clamp_max(0.0), alpha=params.beta_neg)
+    return widen.div_(narrow).clamp_(params.adv_low, params.adv_high)
 
 
-def trust_region_sigmas(
-    old_log_prob: torch.Tensor, advantages: torch.Tensor, params: MASPOParams
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sigma_pos, sigma_neg): the mass-adaptive width times each side's risk factor."""
-    mass = mass_adaptive_sigma(old_log_prob, params)
-    risk_pos, risk_neg = risk_factors(advantages, params)
-    return mass * risk_pos, mass * risk_neg
+def trust_region_sigma(old_log_prob: torch.Tensor, advantages: torch.Tensor, params: MASPOParams) -> torch.Tensor:
+    """sigma per token: the mass-adaptive width times the risk factor of its advantage's sign."""
+    return mass_adaptive_sigma(old_log_prob, params).mul_(risk_factor(advantages, params))
 
 
 def soft_gate(
     log_ratio: torch.Tensor,
     advantages: torch.Tensor,
-    sigma_pos: torch.Tensor,
-    sigma_neg: torch.Tensor,
+    sigma: torch.Tensor,
     two_sided: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unilateral Gaussian gate on the detached ratio; returns (gate, gate_pos, gate_neg).
 
+    A token is gated when sign(A) * log(r) > 0 (A > 0 and r > 1, or A < 0 and r < 1); with
+    ``two_sided`` (the ablation) whenever both are nonzero. The sign keeps the product exact.
     Takes log(r) so that r - 1 = expm1(log r) keeps its precision next to r = 1. The gate is
     floored at the dtype's smallest normal number: exp() underflows to 0 for ratios far
-    outside the region, and MASPO promises a damped, never a zero, gradient. With
-    ``two_sided`` (the ablation) the conservative quadrants are gated too.
+    outside the region, and MASPO promises a damped, never a zero, gradient.
     """
     log_r = log_ratio.detach()
-    moved_up = log_r != 0 if two_sided else log_r > 0
-    moved_down = log_r != 0 if two_sided else log_r < 0
-    gate_pos = (advantages > 0) & moved_up
-    gate_neg = (advantages < 0) & moved_down
-    sigma = torch.where(advantages > 0, sigma_pos, sigma_neg)
-    gaussian = torch.exp(-(torch.expm1(log_r) ** 2) / (2 * sigma**2)).clamp_min(torch.finfo(log_r.dtype).tiny)
-    gate = torch.where(gate_pos | gate_neg, gaussian, torch.ones_like(log_r))
-    return gate, gate_pos, gate_neg
+    signed = torch.sign(advantages).mul_(log_r)
+    gated = signed != 0 if two_sided else signed > 0
+    gate_pos = gated & (advantages > 0)
+    gate_neg = gated ^ gate_pos  # gated tokens have A != 0
+    z = torch.expm1(log_r).div_(sigma)
+    gaussian = torch.exp(z.square_().mul_(-0.5)).clamp_min_(torch.finfo(log_r.dtype).tiny)
+    return torch.where(gated, gaussian, 1.0), gate_pos, gate_neg
 
 
 def maspo_terms(inputs: LossInputs, params: MASPOParams, reduce_sum=identity_sum) -> MASPOTerms:
     """MASPO's per-token loss -A * sg(g) * rho and its intermediates (pure, compilable)."""
     log_ratio, ratio = importance_ratio(inputs)
-    sigma_pos, sigma_neg = trust_region_sigmas(inputs.old_log_prob, inputs.advantages, params)
-    gate, gate_pos, gate_neg = soft_gate(log_ratio, inputs.advantages, sigma_pos, sigma_neg, params.two_sided)
-    loss_mat = -inputs.advantages * gate * ratio
-    return MASPOTerms(loss_mat, log_ratio, ratio, gate, gate_pos, gate_neg, sigma_pos, sigma_neg)
+    sigma = trust_region_sigma(inputs.old_log_prob, inputs.advantages, params)
+    gate, gate_pos, gate_neg = soft_gate(log_ratio, inputs.advantages, sigma, params.two_sided)
+    loss_mat = ratio * torch.mul(gate, inputs.advantages).neg_()
+    return MASPOTerms(loss_mat, log_ratio, ratio, gate, gate_pos, gate_neg, sigma)
 
 
 def maspo_token_loss(
@@ -188,22 +180,25 @@ def maspo_diagnostics(terms: MASPOTerms, advantages: torch.Tensor, response_mask
 
     gate_mean is over gated tokens only (1.0 when none is gated: nothing was damped);
     clip_frac_ppo is the share of tokens a PPO clip at 0.2 would have zeroed, comparable
-    with GRPO's actor/pg_clipfrac.
+    with GRPO's actor/pg_clipfrac. ``advantages`` are the ones the terms saw (zero where
+    masked), so a token with A != 0 is valid, and masked tokens are neither gated nor damped.
     """
-    mask = response_mask.bool()
+    per_valid = 1.0 / count_true(response_mask.bool()).clamp_min(1)
     r = terms.ratio.detach()
-    pos = (advantages > 0) & mask
-    neg = (advantages < 0) & mask
-    gated = (terms.gate_pos | terms.gate_neg) & mask
-    would_clip = (pos & (r > 1 + PPO_CLIP_FOR_METRICS)) | (neg & (r < 1 - PPO_CLIP_FOR_METRICS))
+    pos, neg = advantages > 0, advantages < 0
+    gated_pos, gated_neg = count_true(terms.gate_pos), count_true(terms.gate_neg)
+    # the sum of g - 1 is a sum over the gated tokens only, and keeps the precision of g near 1
+    gate_deficit = (terms.gate - 1.0).sum()
+    would_clip = count_true(pos & (r > 1 + PPO_CLIP_FOR_METRICS)) + count_true(neg & (r < 1 - PPO_CLIP_FOR_METRICS))
     return {
-        "gate_mean": masked_mean(terms.gate, gated, empty=torch.ones((), device=r.device)),
-        "gated_frac_pos": share(terms.gate_pos, mask),
-        "gated_frac_neg": share(terms.gate_neg, mask),
-        "gate_below_half_frac": share(terms.gate < 0.5, mask),
-        "sigma_pos_mean": masked_mean(terms.sigma_pos, pos),
-        "sigma_neg_mean": masked_mean(terms.sigma_neg, neg),
-        "clip_frac_ppo": share(would_clip, mask),
+        "gate_mean": 1.0 + gate_deficit / (gated_pos + gated_neg).clamp_min(1),
+        "gated_frac_pos": gated_pos * per_valid,
+        "gated_frac_neg": gated_neg * per_valid,
+        "gate_below_half_frac": count_true(terms.gate < 0.5) * per_valid,
+        # sigma is finite everywhere, so a product masks it
+        "sigma_pos_mean": (terms.sigma * pos).sum() / count_true(pos).clamp_min(1),
+        "sigma_neg_mean": (terms.sigma * neg).sum() / count_true(neg).clamp_min(1),
+        "clip_frac_ppo": would_clip * per_valid,
     }
 
 
