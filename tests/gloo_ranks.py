@@ -53,6 +53,14 @@ def run_ranks(script, *args, timeout: float, world_size: int = 2, what: str = ""
     return outputs
 
 
+def verl_worker_env() -> dict:
+    """What a process running verl's engine worker in-process on CPU needs (with `run_ranks`)."""
+    from maspo_verl.cpu_platform import cpu_trainer_env
+
+    # cpu_trainer_env: our CPU platform; the FSDP engines are registered for cuda/npu only
+    return {**cpu_trainer_env(), "CUDA_VISIBLE_DEVICES": "", "LOCAL_RANK": "0", "TOKENIZERS_PARALLELISM": "false"}
+
+
 def print_result(result) -> None:
     """What a rank prints for `run_ranks`."""
     print(RESULT_PREFIX + json.dumps(result))

@@ -75,19 +75,6 @@ def mini_batch():
     return data, log_prob.detach(), token_entropy(data)
 
 
-def actor_configs() -> dict:
-    """(case, mode) -> the ActorConfig verl's engine worker would build."""
-    from verl_config import build_actor_config, compose_ours
-
-    configs = {}
-    for case, overrides in CASES.items():
-        composed = compose_ours(*overrides)
-        for mode in MODES:
-            composed.actor_rollout_ref.actor.loss_agg_mode = mode
-            configs[case, mode] = build_actor_config(composed)
-    return configs
-
-
 @contextmanager
 def global_batch_info_dropped(case: str):
     """For the negative control: our adapter's agg_loss call without **global_batch_info."""
@@ -137,11 +124,13 @@ def child() -> None:
     import torch.distributed as dist
     import verl  # noqa: F401  (registers our losses and the hook)
 
+    from verl_config import actor_configs
+
     rank = int(os.environ["RANK"])
     dist.init_process_group("gloo", rank=rank, world_size=2)
     dp_group = dist.new_group([0, 1])  # a group of its own, as verl hands one to its loss
     results = {}
-    for (case, mode), config in actor_configs().items():
+    for (case, mode), config in actor_configs(CASES, MODES).items():
         rows = [list(range(start, stop)) for start, stop in RANK_SLICES[rank]]
         out = run_micro_batches(config, case, rows, dp_size=2, dp_group=dp_group)
         reduced = torch.cat([out["grad"].reshape(-1), torch.tensor([out["loss"]])])
@@ -160,8 +149,10 @@ def two_ranks() -> list[dict]:
 @pytest.fixture(scope="module")
 def references() -> dict:
     """(case, mode) -> {"one_call": ..., "rounds": ...}, both with dp_size 1."""
+    from verl_config import actor_configs
+
     refs = {}
-    for (case, mode), config in actor_configs().items():
+    for (case, mode), config in actor_configs(CASES, MODES).items():
         refs[case, mode] = {
             "one_call": run_micro_batches(config, case, [list(range(BATCH))], dp_size=1),
             "rounds": run_micro_batches(config, case, ROUNDS, dp_size=1),

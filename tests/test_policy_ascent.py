@@ -17,16 +17,12 @@ Each run happens in a subprocess (verl picks its hardware platform once per proc
 tests/test_update_actor_cpu.py, whose worker harness this file reuses.
 """
 
-import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from gloo_ranks import free_port
+from gloo_ranks import print_result, run_ranks, verl_worker_env
 
 TESTS_DIR = Path(__file__).resolve().parent
 N_PROMPTS, N_SAMPLES = 16, 8
@@ -185,7 +181,7 @@ def child_main(runs: list) -> None:
     from maspo_verl.cpu_platform import register_cpu_platform
 
     register_cpu_platform()
-    print("RESULT_JSON " + json.dumps({run: run_ascent(SIGNS[run]) for run in runs}))
+    print_result({run: run_ascent(SIGNS[run]) for run in runs})
 
 
 # ---------------------------------------------------------------- the tests (pytest side)
@@ -193,26 +189,7 @@ def child_main(runs: list) -> None:
 
 @pytest.fixture(scope="module")
 def ascent():
-    env = {
-        **os.environ,
-        "VERL_PLATFORM": "cpu",
-        "VERL_ENGINE_DEVICE": "cuda",  # the FSDP engines are registered for cuda/npu only
-        "CUDA_VISIBLE_DEVICES": "",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-        "RANK": "0",
-        "LOCAL_RANK": "0",
-        "WORLD_SIZE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, *SIGNS], env=env, capture_output=True, text=True, timeout=600, cwd=TESTS_DIR
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT_JSON ")]
-    assert proc.returncode == 0 and lines, f"worker subprocess failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
-    results = json.loads(lines[-1].removeprefix("RESULT_JSON "))
-    results["wall_seconds"] = time.perf_counter() - start
+    (results,) = run_ranks(__file__, *SIGNS, timeout=600, world_size=1, env=verl_worker_env())
     return results
 
 

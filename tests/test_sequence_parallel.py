@@ -73,19 +73,6 @@ def mini_batch():
     return data, log_prob.detach(), token_entropy(data)
 
 
-def actor_configs() -> dict:
-    """(case, mode) -> the ActorConfig verl's engine worker would build."""
-    from verl_config import build_actor_config, compose_ours
-
-    configs = {}
-    for case, overrides in CASES.items():
-        composed = compose_ours(*overrides)
-        for mode in MODES:
-            composed.actor_rollout_ref.actor.loss_agg_mode = mode
-            configs[case, mode] = build_actor_config(composed)
-    return configs
-
-
 def micro_batch_rows(dp_rank: int) -> list[list[int]]:
     """The rows of this data-parallel rank's micro-batches: its half of the mini-batch, in order."""
     per_rank = BATCH // DP
@@ -186,6 +173,8 @@ def child() -> None:
     import verl  # noqa: F401  (registers our losses, the hook and the cpu platform)
     from verl.utils.ulysses import set_ulysses_sequence_parallel_group
 
+    from verl_config import actor_configs
+
     rank = int(os.environ["RANK"])
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     mesh = VerlMesh(sp_size=SP)
@@ -197,7 +186,7 @@ def child() -> None:
         "dp_rank": dp_rank,
     }
     rows = micro_batch_rows(dp_rank)
-    for (case, mode), config in actor_configs().items():
+    for (case, mode), config in actor_configs(CASES, MODES).items():
         for sequence_parallel, grad_group, grad_ranks in ((True, None, WORLD), (False, dp_group, DP)):
             # what verl's EngineTrainModeCtx sets around the forward passes
             set_ulysses_sequence_parallel_group(mesh.ulysses_parallel_group if sequence_parallel else None)
@@ -229,9 +218,10 @@ def references() -> dict:
     from verl.workers.utils.losses import ppo_loss
 
     from verl_batch import flat_model_output
+    from verl_config import actor_configs
 
     refs = {}
-    for (case, mode), config in actor_configs().items():
+    for (case, mode), config in actor_configs(CASES, MODES).items():
         refs[case, mode] = {}
         for name, rows_per_call in (("rounds", ROUNDS), ("one_call", [list(range(BATCH))])):
             data, log_prob, entropy = mini_batch()

@@ -13,10 +13,7 @@ file, run as a script) with `VERL_PLATFORM=cpu` and a one-process gloo group; it
 The `vanilla` run (our `algorithm=grpo` preset) is the control: same batch, no MASPO metrics.
 """
 
-import json
 import math
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from expected import MASPO_METRICS as EXPECTED_MASPO_METRICS
-from gloo_ranks import free_port
+from gloo_ranks import print_result, run_ranks, verl_worker_env
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -251,7 +248,7 @@ def child_main(model_dir: str, runs: list) -> None:
         start = time.perf_counter()
         results[run] = run_update_actor(model_dir, run)
         results[run]["seconds"] = time.perf_counter() - start
-    print("RESULT_JSON " + json.dumps(results))
+    print_result(results)
 
 
 # ---------------------------------------------------------------- the tests (pytest side)
@@ -260,32 +257,9 @@ def child_main(model_dir: str, runs: list) -> None:
 @pytest.fixture(scope="module")
 def runs(tiny_model_dir):
     """Both presets in one subprocess (one verl import, one gloo group, a fresh worker each)."""
-    env = {
-        **os.environ,
-        "VERL_PLATFORM": "cpu",
-        "VERL_ENGINE_DEVICE": "cuda",  # the FSDP engines are registered for cuda/npu only
-        "CUDA_VISIBLE_DEVICES": "",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-        "RANK": "0",
-        "LOCAL_RANK": "0",
-        "WORLD_SIZE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, str(tiny_model_dir), *RUNS],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=TESTS_DIR,
-    )
-    wall = time.perf_counter() - start
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT_JSON ")]
-    assert proc.returncode == 0 and lines, f"worker subprocess failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
-    results = json.loads(lines[-1].removeprefix("RESULT_JSON "))
-    results["wall_seconds"] = wall
+    (results,) = run_ranks(__file__, str(tiny_model_dir), *RUNS, timeout=300, world_size=1, env=verl_worker_env())
+    results["wall_seconds"] = time.perf_counter() - start
     return results
 
 

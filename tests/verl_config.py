@@ -34,3 +34,15 @@ def build_actor_config(config):
     from verl.utils.config import omega_conf_to_dataclass
 
     return omega_conf_to_dataclass(config.actor_rollout_ref.actor)
+
+
+def actor_configs(cases: dict, modes: list) -> dict:
+    """(case, mode) -> the ActorConfig verl's engine worker would build for the case's overrides and
+    that loss_agg_mode."""
+    configs = {}
+    for case, overrides in cases.items():
+        composed = compose_ours(*overrides)
+        for mode in modes:
+            composed.actor_rollout_ref.actor.loss_agg_mode = mode
+            configs[case, mode] = build_actor_config(composed)
+    return configs
