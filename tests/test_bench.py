@@ -99,10 +99,12 @@ def test_chain_problem_question_layout():
 
 
 def test_plan_is_seed_major_has_the_controls_and_rejects_bad_settings():
-    specs = plan(["grpo", "maspo"], [0, 1], ["standard"], 4, 2)
+    specs = plan(["grpo", "maspo"], [0, 1, 2, 3], ["standard"], 4, 2)
     assert [s.name for s in specs] == [
         "standard/grpo/seed0", "standard/maspo/seed0", "standard/lr0/seed0", "standard/no_trust_region/seed0",
-        "standard/grpo/seed1", "standard/maspo/seed1", "standard/lr0/seed1", "standard/no_trust_region/seed1",
+        "standard/grpo/seed1", "standard/maspo/seed1", "standard/no_trust_region/seed1",  # lr0: one seed
+        "standard/grpo/seed2", "standard/maspo/seed2", "standard/no_trust_region/seed2",  # the harm control: three
+        "standard/grpo/seed3", "standard/maspo/seed3",
     ]  # fmt: skip
     overrides = specs[0].overrides()
     assert "algorithm=grpo" in overrides and "data.seed=0" in overrides and "+kit=tiny_cpu" in overrides

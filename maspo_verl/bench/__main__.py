@@ -1,6 +1,6 @@
 """`python -m maspo_verl.bench`: presets x seeds through verl's trainer, compared with the statistics they need.
 
-    python -m maspo_verl.bench                                   # the tiny kit on CPU: main presets + 2 controls x 3 seeds
+    python -m maspo_verl.bench                                   # the tiny kit on CPU: main presets x 5 seeds + 2 controls
     python -m maspo_verl.bench --regimes stress                  # 16 off-policy updates per rollout
     python -m maspo_verl.bench --presets all --seeds 0,1,2,3,4   # every preset, MASPO's ablations included
     python -m maspo_verl.bench --report-only                     # tables and plots from finished runs
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .plan import dry_run, print_plan
 from .plots import plot_regime
-from .summary import markdown, summarize
+from .summary import markdown, paper_tables, summarize
 from .sweep import (
     DEFAULT_TARGETS,
     DEFAULT_TASK,
@@ -39,7 +39,9 @@ from .sweep import (
     warm_start_probe,
 )
 
-DEFAULT_SEEDS = [0, 1, 2]
+# five: the minimal detectable difference of the standard regime's paired spread is then at most
+# 0.05 (docs/benchmarks.md measures it); three resolve about 0.08
+DEFAULT_SEEDS = [0, 1, 2, 3, 4]
 
 
 def _list(kind):
@@ -113,10 +115,11 @@ def report(specs, out: Path, target: float | None, seeds: int, log=print) -> dic
     warm = warm_start_probe(out, specs[0].task) if kind == "kit" else None
     summary = summarize(results, out, seeds, warm, target, kind)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    text = markdown(summary)
+    text = markdown(summary) + ("\n" + paper_tables(summary) if kind == "recipe" else "")
     (out / "summary.md").write_text(text)
-    title = f"task '{specs[0].task}'" if kind == "kit" else "recipe"
-    plots = [plot_regime(regime, block, out, out / f"{regime}.png", title, kind)
+    titles = {regime: f"Tiny kit on CPU, task '{specs[0].task}', regime '{regime}'" if kind == "kit" else
+              f"Recipe '{regime}'" for regime in summary["regimes"]}  # fmt: skip
+    plots = [plot_regime(regime, block, out, out / f"{regime}.png", titles[regime], kind)
              for regime, block in summary["regimes"].items()]  # fmt: skip
     log(text)
     log(f"summary: {out / 'summary.md'}, {out / 'summary.json'}; plots: {', '.join(str(p) for p in plots)}")

@@ -39,7 +39,7 @@ def run_series(run_dir: Path, figures: dict) -> dict:
 
 def plot_regime(regime: str, block: dict, out: Path, plot_path: Path, what: str, kind: str = "kit") -> Path:
     """One figure for a regime (kit) or recipe: curves per preset, the final figure per preset, and
-    the paired differences with grpo. `what` names the task or recipe in the title."""
+    the paired differences with grpo. `what` heads the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,9 +77,8 @@ def plot_regime(regime: str, block: dict, out: Path, plot_path: Path, what: str,
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(8, len(labels)), fontsize=10,
                title="curves: mean over seeds, band from the lowest to the highest seed", title_fontsize=9)  # fmt: skip
-    fig.suptitle(f"{'Tiny kit on CPU, ' if kind == 'kit' else ''}{what}, {'regime' if kind == 'kit' else 'recipe'} "
-                 f"'{regime}': {len(presets)} presets x "
-                 f"{max((len(r['seeds']) for r in block['presets'].values()), default=0)} seeds", fontsize=13)  # fmt: skip
+    seeds = max((len(r["seeds"]) for r in block["presets"].values()), default=0)
+    fig.suptitle(f"{what}: {len(presets)} presets x {seeds} seeds", fontsize=13)
     plot_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(plot_path, dpi=80)
     plt.close(fig)

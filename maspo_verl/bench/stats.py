@@ -79,7 +79,7 @@ def paired_t_ci(differences, confidence: float = CONFIDENCE) -> tuple:
     mean = float(values.mean()) if len(values) else None
     if len(values) < 2:
         return mean, None, None
-    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
     return mean, mean - half, mean + half
 
 

@@ -217,26 +217,26 @@ def instrument_checks(runs: dict, pairs: dict, power_figures: dict, warm: dict) 
     """Whether this regime's kit sweep is an instrument that can tell methods apart: [{check, passed, detail}]."""
     checks = []
     grpo = [runs[BASELINE][s]["gain"] for s in sorted(runs.get(BASELINE, {}))]
-    checks.append({"check": "grpo learns", "passed": bool(grpo) and min(grpo) >= LEARNS_BY,
+    checks.append({"check": "grpo learns", "passed": bool(grpo) and bool(min(grpo) >= LEARNS_BY),
                    "detail": f"gain over the warm start {', '.join(f'{g:+.3f}' for g in grpo) or 'none'} "
                              f"(seeds; needs >= {LEARNS_BY:+.2f} on every seed)"})  # fmt: skip
     if "lr0" in runs:
         gains = [runs["lr0"][s]["gain"] for s in sorted(runs["lr0"])]
         se = warm["sampled_acc_se"]
         checks.append({"check": "negative control (lr 0) stays flat",
-                       "passed": bool(gains) and max(abs(g) for g in gains) <= 2 * se,
+                       "passed": bool(gains) and bool(max(abs(g) for g in gains) <= 2 * se),
                        "detail": f"gain {', '.join(f'{g:+.3f}' for g in gains)} (needs |gain| <= 2 x the probe's "
                                  f"standard error, {2 * se:.3f})"})  # fmt: skip
     if "no_trust_region" in pairs:
         row = pairs["no_trust_region"]["final_sampled_acc"]
         low, high = row["ci"]
         checks.append({"check": "harm control (no trust region) comes out worse",
-                       "passed": high is not None and high < 0,
+                       "passed": bool(high is not None and high < 0),
                        "detail": f"Δ final acc vs grpo {_signed(row)}, 95% CI "
                                  f"{'-' if low is None else f'[{low:+.3f}, {high:+.3f}]'} (needs the CI below 0)"})  # fmt: skip
     mdd = power_figures["mdd"]
     checks.append({"check": f"power: minimal detectable difference <= {MAX_MDD}",
-                   "passed": mdd is not None and mdd <= MAX_MDD,
+                   "passed": bool(mdd is not None and mdd <= MAX_MDD),
                    "detail": "no paired differences yet" if mdd is None else
                              f"{mdd:.3f} at {power_figures['seeds']} seeds (sd of paired differences "
                              f"{power_figures['sd']:.3f}; 5% two-sided, 80% power)"})  # fmt: skip
@@ -310,6 +310,25 @@ def across_regimes(runs: dict, figure: str = "final_sampled_acc") -> dict:
             row["p_improve"], row["p_improve_ci"] = point, [low, high]
         out[preset] = row
     return {"figure": figure, "regimes": sorted(runs), "presets": out}
+
+
+# recipe -> the model size of the paper's table it reproduces
+RECIPE_MODEL_SIZES = {"paper_1p5b": "1.5B", "paper_7b": "7B", "paper_14b": "14B"}
+
+
+def paper_tables(summary: dict) -> str:
+    """Per recipe, the report's paper-style table (maspo_verl/report/table.py): one row per run of
+    the sweep, the paper's own rows for the recipe's model size beside them."""
+    from ..report.table import build_table, load_summary, table_markdown
+
+    sections = []
+    for recipe, block in summary["regimes"].items():
+        evals = [(f"{preset}-seed{seed}", load_summary(figures["eval_dir"]))
+                 for preset, seeds in block["runs"].items() for seed, figures in seeds.items()]  # fmt: skip
+        if evals:
+            table = build_table(evals, RECIPE_MODEL_SIZES.get(recipe))
+            sections.append(f"### The paper's table: recipe `{recipe}`\n\n" + table_markdown(table))
+    return "\n".join(sections)
 
 
 # ----------------------------------------------------------------------------- markdown

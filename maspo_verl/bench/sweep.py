@@ -65,7 +65,10 @@ REGIMES = {
     "stress": [f"{_ACTOR}optim.lr=5e-5", f"{_ACTOR}ppo_mini_batch_size=2", f"{_ACTOR}ppo_epochs=4"],
 }
 
-# The instrument's controls, run beside the presets in every regime (`--no-controls` skips them):
+# The instrument's controls, run beside the presets in every regime (`--no-controls` skips them),
+# on the first CONTROL_SEEDS[name] seeds of the sweep: lr0 cannot move (the probe draws the same
+# samples from the same weights), and the harm control's effect is large next to the seed spread.
+CONTROL_SEEDS = {"lr0": 1, "no_trust_region": 3}
 CONTROLS = {
     # negative control: the whole pipeline with a learning rate of 0 must not move held-out accuracy
     "lr0": ("grpo", (f"{_ACTOR}optim.lr=0",)),
@@ -241,8 +244,9 @@ def plan(presets: list[str], seeds: list[int], regimes: list[str], steps: int, p
     return [
         KitRun(regime, label, seed, steps, probe_every, task, algorithm, extra)
         for regime in regimes
-        for seed in seeds
+        for index, seed in enumerate(seeds)
         for label, (algorithm, extra) in labels.items()
+        if index < CONTROL_SEEDS.get(label, len(seeds))
     ]
 
 
