@@ -51,7 +51,8 @@ def test_token_loss_on_cuda_matches_cpu():
 
 
 def test_tiny_kit_trains_on_cuda_with_the_hf_rollout(tmp_path):
-    """verl's trainer end to end on one GPU: bf16 hf rollout, FSDP2 actor, maspo metrics, checkpoint."""
+    """verl's trainer end to end on one GPU: fp32 hf rollout and FSDP2 actor, maspo metrics, checkpoint,
+    and the rollout sampling the policy being trained."""
     from test_e2e_kit import MASPO_METRICS, REWARD, VAL_ACC, run_trainer
 
     steps = run_trainer(
@@ -60,4 +61,5 @@ def test_tiny_kit_trains_on_cuda_with_the_hf_rollout(tmp_path):
     )  # fmt: skip
     assert sorted(steps) == [0, 1, 2, 3] and VAL_ACC in steps[3]
     assert all(key in steps[s] for s in (1, 2, 3) for key in MASPO_METRICS + [REWARD])
+    assert all(steps[s]["training/rollout_probs_diff_max"] < 1e-3 for s in (1, 2, 3))
     assert (tmp_path / "ckpt" / "global_step_3").is_dir()
