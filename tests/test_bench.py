@@ -217,7 +217,7 @@ def test_summary_figures_spread_and_pairing_against_grpo(tmp_path):
         "e": _fake_run(tmp_path, "standard", "maspo", 2, (0.4, 0.9)),  # grpo has no seed 2
         "f": _fake_run(tmp_path, "standard", "dapo", 0, (), status="failed"),
     }
-    summary = summarize(results, tmp_path, seeds=2, warm=WARM, target=0.5)
+    summary = summarize(results, tmp_path, warm=WARM, target=0.5)
     block = summary["regimes"]["standard"]
     grpo = block["runs"]["grpo"]["0"]
     assert grpo["curve"] == {"0": [0.2, 0.01], "4": [0.4, 0.01], "8": [0.6, 0.01]}
@@ -366,7 +366,7 @@ def _fake_recipe_run(out: Path, preset, seed, avg):
 def test_a_recipe_sweep_is_summarised_from_the_evaluations_and_verls_validation(tmp_path):
     results = {f"{p}{s}": _fake_recipe_run(tmp_path, p, s, avg) for (p, s, avg) in
                [("grpo", 0, 0.5), ("grpo", 1, 0.4), ("maspo", 0, 0.55), ("maspo", 1, 0.48)]}  # fmt: skip
-    summary = summarize(results, tmp_path, seeds=2, kind="recipe")
+    summary = summarize(results, tmp_path, kind="recipe")
     block = summary["regimes"]["paper_7b"]
     run = block["runs"]["grpo"]["0"]
     assert run["pass_at_k"] == pytest.approx(0.7) and run["benchmarks"] == {"aime24": 0.3, "math500": 0.7}

@@ -109,11 +109,11 @@ def build_specs(args) -> list:
                 controls=not args.no_controls, task=args.task)  # fmt: skip
 
 
-def report(specs, out: Path, target: float | None, seeds: int, log=print) -> dict:
+def report(specs, out: Path, target: float | None, log=print) -> dict:
     results = {spec.name: result for spec in specs if (result := read_result(spec.directory(out))) is not None}
     kind = specs[0].kind
     warm = warm_start_probe(out, specs[0].task) if kind == "kit" else None
-    summary = summarize(results, out, seeds, warm, target, kind)
+    summary = summarize(results, out, warm, target, kind)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     text = markdown(summary) + ("\n" + paper_tables(summary) if kind == "recipe" else "")
     (out / "summary.md").write_text(text)
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     if not args.report_only:
         run_sweep(specs, out, retry_failed=args.retry_failed)
     target = DEFAULT_TARGETS[args.task] if args.target is None and not args.recipe else args.target
-    summary = report(specs, out, target, len(args.seeds))
+    summary = report(specs, out, target)
     failed = sum(len(row["failed_seeds"]) for block in summary["regimes"].values() for row in block["presets"].values())
     return 1 if failed else 0
 

@@ -257,10 +257,11 @@ def load_runs(results: dict, out: Path, figures):
     return runs, failures
 
 
-def summarize(results: dict, out: Path, seeds: int, warm: dict | None = None, target: float | None = None,
+def summarize(results: dict, out: Path, warm: dict | None = None, target: float | None = None,
               kind: str = "kit") -> dict:  # fmt: skip
     """{"kind", "warm_start", "regimes": {regime: {...}}, "across_regimes": {...}} over every result.
-    A kit sweep needs the warm start's probe; a recipe sweep has none."""
+    A kit sweep needs the warm start's probe; a recipe sweep has none. The minimal detectable
+    difference of a regime is given at the number of seeds its finished runs have."""
     if kind == "kit":
         figures = lambda run_dir, result: kit_figures(run_dir, result, warm, target)  # noqa: E731
     else:
@@ -277,6 +278,7 @@ def summarize(results: dict, out: Path, seeds: int, warm: dict | None = None, ta
             for preset in presets
         }  # fmt: skip
         pairs = paired(runs[regime], compared)
+        seeds = len({seed for by_seed in runs[regime].values() for seed in by_seed})
         power_figures = power(pairs, seeds, compared[0])
         regimes[regime] = {
             "target": target,
