@@ -95,8 +95,23 @@ class BenchInputError(ValueError):
     """A bad sweep setting: the message names it, its value and what is allowed."""
 
 
+class _Run:
+    """What every kind of run has: a name in tables and logs, and a folder."""
+
+    regime: str
+    preset: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.regime}/{self.preset}/seed{self.seed}"
+
+    def directory(self, out: Path) -> Path:
+        return run_directory(out, self.regime, self.preset, self.seed)
+
+
 @dataclass(frozen=True)
-class KitRun:
+class KitRun(_Run):
     regime: str
     preset: str  # the label in tables: a preset of configs/algorithm, a control, or a variant's name
     seed: int
@@ -108,13 +123,6 @@ class KitRun:
 
     kind = "kit"
     restart = True  # an interrupted run starts again from scratch (runs are minutes)
-
-    @property
-    def name(self) -> str:
-        return f"{self.regime}/{self.preset}/seed{self.seed}"
-
-    def directory(self, out: Path) -> Path:
-        return run_directory(out, self.regime, self.preset, self.seed)
 
     def probe_steps(self) -> list[int]:
         """The steps whose model the probe measures: every `probe_every` steps and the last."""
@@ -142,7 +150,7 @@ class KitRun:
 
 
 @dataclass(frozen=True)
-class RecipeRun:
+class RecipeRun(_Run):
     regime: str  # the recipe (configs/recipe/<name>.yaml), which plays the regime's part in tables
     preset: str
     seed: int
@@ -153,13 +161,6 @@ class RecipeRun:
 
     kind = "recipe"
     restart = False  # verl resumes from the run's last checkpoint
-
-    @property
-    def name(self) -> str:
-        return f"{self.regime}/{self.preset}/seed{self.seed}"
-
-    def directory(self, out: Path) -> Path:
-        return run_directory(out, self.regime, self.preset, self.seed)
 
     def overrides(self) -> list[str]:
         steps = [] if self.steps is None else [f"trainer.total_training_steps={self.steps}"]
