@@ -6,8 +6,31 @@ import torch
 PRESETS = sorted(
     p.stem for p in (Path(__file__).parents[1] / "configs" / "algorithm").glob("*.yaml") if p.stem[0] != "_"
 )
-# one trainer step each in one shared Ray session (maspo and dapo have runs of their own)
-ONE_STEP_PRESETS = [p for p in PRESETS if p not in ("maspo", "dapo")]
+
+
+def _code_path(preset: str) -> tuple[str, str]:
+    """(loss_mode, advantage_shaper) of a preset: what decides which code runs in verl's worker."""
+    from verl_config import compose_ours
+
+    policy_loss = compose_ours(f"algorithm={preset}", resolve=False).actor_rollout_ref.actor.policy_loss
+    return policy_loss.loss_mode, policy_loss.get("advantage_shaper", "none")
+
+
+def _one_step_presets() -> list[str]:
+    """grpo (its checkpoint feeds tests/test_eval_e2e.py), then the first preset of each code path not
+    yet run: presets that differ from one of these only in settings (clip_higher, MASPO's ablations)
+    go through verl's ppo_loss in tests/test_presets.py, which costs no trainer start-up. maspo and
+    dapo have runs of their own (tests/test_e2e_kit.py)."""
+    chosen, seen = ["grpo"], {_code_path(p) for p in ("grpo", "maspo", "dapo")}
+    for preset in PRESETS:
+        if _code_path(preset) not in seen:
+            chosen.append(preset)
+            seen.add(_code_path(preset))
+    return chosen
+
+
+# one trainer step each in one shared Ray session
+ONE_STEP_PRESETS = _one_step_presets()
 # ... and, in the same session, grpo long enough to learn (tests/test_e2e_kit.py)
 LEARNING_RUN, LEARNING_STEPS = "grpo_learns", 20
 
