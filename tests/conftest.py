@@ -17,15 +17,21 @@ def _code_path(preset: str) -> tuple[str, str]:
 
 
 def _one_step_presets() -> list[str]:
-    """grpo (its checkpoint feeds tests/test_eval_e2e.py), then the first preset of each code path not
-    yet run: presets that differ from one of these only in settings (clip_higher, MASPO's ablations)
-    go through verl's ppo_loss in tests/test_presets.py, which costs no trainer start-up. maspo and
-    dapo have runs of their own (tests/test_e2e_kit.py)."""
+    """grpo (its checkpoint feeds tests/test_eval_e2e.py), then the first preset of each of OUR code
+    paths not yet run: each of our losses (maspo_verl.algos.LOSSES) and advantage shapers. Presets
+    that differ from one of these only in settings (clip_higher, MASPO's ablations) and presets of
+    verl's own losses (gspo, cispo, sapo; sapo also runs in tests/test_recipes_cpu.py) go through
+    verl's ppo_loss in tests/test_presets.py, which costs no trainer start-up. maspo and dapo have
+    runs of their own (tests/test_e2e_kit.py)."""
+    from maspo_verl.algos import LOSSES
+
+    ours = {spec.name for spec in LOSSES}
     chosen, seen = ["grpo"], {_code_path(p) for p in ("grpo", "maspo", "dapo")}
     for preset in PRESETS:
-        if _code_path(preset) not in seen:
+        loss_mode, shaper = path = _code_path(preset)
+        if path not in seen and (loss_mode in ours or shaper != "none"):
             chosen.append(preset)
-            seen.add(_code_path(preset))
+            seen.add(path)
     return chosen
 
 
@@ -33,6 +39,11 @@ def _one_step_presets() -> list[str]:
 ONE_STEP_PRESETS = _one_step_presets()
 # ... and, in the same session, grpo long enough to learn (tests/test_e2e_kit.py)
 LEARNING_RUN, LEARNING_STEPS = "grpo_learns", 20
+# ... and DAPO's group filter and overlong penalty (tests/test_e2e_kit.py says why these settings)
+DAPO_RUN = "dapo_filters"
+DAPO_OVERRIDES = ["algorithm=dapo", "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+                  "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16", "trainer.total_training_steps=2",
+                  "trainer.val_before_train=False", "reward.reward_kwargs.overlong_buffer_cfg.len=6"]  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
@@ -64,7 +75,7 @@ def maspo_actor_config():
 @pytest.fixture(scope="session")
 def one_step_runs(tmp_path_factory):
     """One step of each preset of ONE_STEP_PRESETS on the tiny kit, then LEARNING_STEPS steps of grpo
-    (LEARNING_RUN), all in ONE Ray session (start-up paid once; maspo_verl.launch): {name: (RunResult
+    (LEARNING_RUN) and DAPO's filter run (DAPO_RUN), all in ONE Ray session (start-up paid once; maspo_verl.launch): {name: (RunResult
     or RunFailed, its folder)}. The one-step grpo run also saves its checkpoint (tests/test_eval_e2e.py
     evaluates it); the learning run exports its final model for the held-out probe."""
     from maspo_verl.launch import run_session_process
@@ -81,6 +92,7 @@ def one_step_runs(tmp_path_factory):
           "trainer.val_before_train=False", "trainer.test_freq=-1", f"trainer.save_freq={LEARNING_STEPS}",
           "actor_rollout_ref.actor.checkpoint.save_contents=[hf_model]"], root / LEARNING_RUN)
     )  # fmt: skip
+    runs.append((["+kit=tiny_cpu", *DAPO_OVERRIDES], root / DAPO_RUN))
     outcomes = run_session_process(runs, root, timeout=1800)
-    names = [*ONE_STEP_PRESETS, LEARNING_RUN]
+    names = [*ONE_STEP_PRESETS, LEARNING_RUN, DAPO_RUN]
     return {name: (outcome, root / name) for name, outcome in zip(names, outcomes)}

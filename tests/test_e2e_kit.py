@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import LEARNING_RUN, LEARNING_STEPS, ONE_STEP_PRESETS
+from conftest import DAPO_RUN, LEARNING_RUN, LEARNING_STEPS, ONE_STEP_PRESETS
 
 from expected import MASPO_METRICS
 from maspo_verl.algos import LOSSES
@@ -161,7 +161,7 @@ def test_rl_on_the_kit_raises_the_training_reward_and_held_out_accuracy(one_step
     assert final["greedy_acc"] > warm["greedy_acc"] - 0.05, (warm, final)  # sharper, not broken
 
 
-def test_dapo_filters_groups_and_penalises_overlong_responses(tmp_path):
+def test_dapo_filters_groups_and_penalises_overlong_responses(one_step_runs):
     """DAPO's dynamic sampling and soft overlong penalty, through verl 0.9.1's own mechanisms.
 
     Groups of 2 often agree (both right or both wrong): the replay buffer evicts and refills
@@ -169,12 +169,10 @@ def test_dapo_filters_groups_and_penalises_overlong_responses(tmp_path):
     8-token responses, any response past 2 tokens loses reward: `acc` is 0 or 1, so a negative
     score can only come from the penalty.
     """
-    steps = run_trainer(
-        tmp_path, "algorithm=dapo", "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
-        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16",
-        "trainer.total_training_steps=2",
-        "trainer.val_before_train=False", "reward.reward_kwargs.overlong_buffer_cfg.len=6",
-    )  # fmt: skip
+    outcome, _ = one_step_runs[DAPO_RUN]  # conftest.DAPO_OVERRIDES
+    if isinstance(outcome, RunFailed):
+        pytest.fail(str(outcome))
+    steps = outcome.steps()
     assert sorted(steps) == [1, 2]
     evicted = [steps[s].get("training/filter_groups/evicted_samples", 0) for s in (1, 2)]
     assert max(evicted) > 0, evicted

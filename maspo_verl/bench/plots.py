@@ -77,8 +77,11 @@ def plot_regime(regime: str, block: dict, out: Path, plot_path: Path, what: str,
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(8, len(labels)), fontsize=10,
                title="curves: mean over seeds, band from the lowest to the highest seed", title_fontsize=9)  # fmt: skip
-    seeds = max((len(r["seeds"]) for r in block["presets"].values()), default=0)
-    fig.suptitle(f"{what}: {len(presets)} presets x {seeds} seeds", fontsize=13)
+    compared = [preset for preset in presets if preset not in CONTROLS]
+    seeds = max((len(block["presets"][preset]["seeds"]) for preset in compared), default=0)
+    controls = len(presets) - len(compared)
+    fig.suptitle(f"{what}: {len(compared)} presets x {seeds} seeds" + (f" + {controls} controls" if controls else ""),
+                 fontsize=13)  # fmt: skip
     plot_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(plot_path, dpi=80)
     plt.close(fig)
