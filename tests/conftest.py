@@ -1,3 +1,4 @@
+import functools
 from pathlib import Path
 
 import pytest
@@ -8,36 +9,30 @@ PRESETS = sorted(
 )
 
 
-def _code_path(preset: str) -> tuple[str, str]:
-    """(loss_mode, advantage_shaper) of a preset: what decides which code runs in verl's worker."""
-    from verl_config import compose_ours
-
-    policy_loss = compose_ours(f"algorithm={preset}", resolve=False).actor_rollout_ref.actor.policy_loss
-    return policy_loss.loss_mode, policy_loss.get("advantage_shaper", "none")
-
-
-def _one_step_presets() -> list[str]:
-    """grpo (its checkpoint feeds tests/test_eval_e2e.py), then the first preset of each of OUR code
-    paths not yet run: each of our losses (maspo_verl.algos.LOSSES) and advantage shapers. Presets
-    that differ from one of these only in settings (clip_higher, MASPO's ablations) and presets of
-    verl's own losses (gspo, cispo, sapo; sapo also runs in tests/test_recipes_cpu.py) go through
-    verl's ppo_loss in tests/test_presets.py, which costs no trainer start-up. maspo and dapo have
-    runs of their own (tests/test_e2e_kit.py)."""
+@functools.cache
+def one_step_presets() -> list[str]:
+    """The presets that get one trainer step each in one shared Ray session: grpo (its checkpoint
+    feeds tests/test_eval_e2e.py), then the first preset of each of OUR code paths not yet run: each
+    of our losses (maspo_verl.algos.LOSSES) and advantage shapers. Presets that differ from one of
+    these only in settings (clip_higher, MASPO's ablations) and presets of verl's own losses (gspo,
+    cispo, sapo; sapo also runs in tests/test_recipes_cpu.py) go through verl's ppo_loss in
+    tests/test_presets.py, which costs no trainer start-up. maspo and dapo have runs of their own
+    (tests/test_e2e_kit.py). Composing the presets takes seconds, so it happens on first use, not
+    at every pytest start."""
     from maspo_verl.algos import LOSSES
+    from verl_config import code_path
 
     ours = {spec.name for spec in LOSSES}
-    chosen, seen = ["grpo"], {_code_path(p) for p in ("grpo", "maspo", "dapo")}
+    chosen, seen = ["grpo"], {code_path(p) for p in ("grpo", "maspo", "dapo")}
     for preset in PRESETS:
-        loss_mode, shaper = path = _code_path(preset)
+        loss_mode, shaper = path = code_path(preset)
         if path not in seen and (loss_mode in ours or shaper != "none"):
             chosen.append(preset)
             seen.add(path)
     return chosen
 
 
-# one trainer step each in one shared Ray session
-ONE_STEP_PRESETS = _one_step_presets()
-# ... and, in the same session, grpo long enough to learn (tests/test_e2e_kit.py)
+# in the same session as the one-step runs: grpo long enough to learn (tests/test_e2e_kit.py)
 LEARNING_RUN, LEARNING_STEPS = "grpo_learns", 20
 # ... and DAPO's group filter and overlong penalty (tests/test_e2e_kit.py says why these settings)
 DAPO_RUN = "dapo_filters"
@@ -74,15 +69,15 @@ def maspo_actor_config():
 
 @pytest.fixture(scope="session")
 def one_step_runs(tmp_path_factory):
-    """One step of each preset of ONE_STEP_PRESETS on the tiny kit, then LEARNING_STEPS steps of grpo
-    (LEARNING_RUN) and DAPO's filter run (DAPO_RUN), all in ONE Ray session (start-up paid once; maspo_verl.launch): {name: (RunResult
-    or RunFailed, its folder)}. The one-step grpo run also saves its checkpoint (tests/test_eval_e2e.py
+    """One step of each preset of one_step_presets() on the tiny kit, then LEARNING_STEPS steps of
+    grpo (LEARNING_RUN) and DAPO's filter run (DAPO_RUN), all in ONE Ray session (start-up paid once;
+    maspo_verl.launch): {name: (RunResult or RunFailed, its folder)}. The one-step grpo run also saves its checkpoint (tests/test_eval_e2e.py
     evaluates it); the learning run exports its final model for the held-out probe."""
     from maspo_verl.launch import run_session_process
 
     root = tmp_path_factory.mktemp("one_step")
     runs = []
-    for preset in ONE_STEP_PRESETS:
+    for preset in one_step_presets():
         save = ["trainer.save_freq=1"] if preset == "grpo" else []
         overrides = ["+kit=tiny_cpu", f"algorithm={preset}", "trainer.total_training_steps=1",
                      "trainer.val_before_train=False", "trainer.test_freq=-1", *save]  # fmt: skip
@@ -94,5 +89,5 @@ def one_step_runs(tmp_path_factory):
     )  # fmt: skip
     runs.append((["+kit=tiny_cpu", *DAPO_OVERRIDES], root / DAPO_RUN))
     outcomes = run_session_process(runs, root, timeout=1800)
-    names = [*ONE_STEP_PRESETS, LEARNING_RUN, DAPO_RUN]
+    names = [*one_step_presets(), LEARNING_RUN, DAPO_RUN]
     return {name: (outcome, root / name) for name, outcome in zip(names, outcomes)}

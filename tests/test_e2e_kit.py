@@ -12,13 +12,13 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import DAPO_RUN, LEARNING_RUN, LEARNING_STEPS, ONE_STEP_PRESETS
+from conftest import DAPO_RUN, LEARNING_RUN, LEARNING_STEPS, one_step_presets
 
 from expected import MASPO_METRICS
 from maspo_verl.algos import LOSSES
 from maspo_verl.launch import REWARD, RunFailed, run_process
 from maspo_verl.quickstart import VAL_ACC
-from verl_config import compose_ours
+from verl_config import code_path
 
 pytestmark = pytest.mark.e2e
 
@@ -103,14 +103,14 @@ def test_checkpoint_is_saved_and_a_resumed_run_continues_from_it(maspo_run):
 
 def preset_loss(preset: str) -> tuple[str, str | None]:
     """(loss_mode, prefix of the metrics that prove its own loss or shaper ran; None for verl's)."""
-    policy_loss = compose_ours(f"algorithm={preset}", resolve=False).actor_rollout_ref.actor.policy_loss
-    if policy_loss.get("advantage_shaper", "none") != "none":
-        return policy_loss.loss_mode, f"actor/shaper/{policy_loss.advantage_shaper}/"
+    loss_mode, shaper = code_path(preset)
+    if shaper != "none":
+        return loss_mode, f"actor/shaper/{shaper}/"
     ours = {spec.name for spec in LOSSES}
-    return policy_loss.loss_mode, f"actor/{policy_loss.loss_mode}/" if policy_loss.loss_mode in ours else None
+    return loss_mode, f"actor/{loss_mode}/" if loss_mode in ours else None
 
 
-@pytest.mark.parametrize("preset", ONE_STEP_PRESETS)
+@pytest.mark.parametrize("preset", one_step_presets())
 def test_one_step_of_every_other_preset(preset, one_step_runs):
     outcome, _ = one_step_runs[preset]
     if isinstance(outcome, RunFailed):

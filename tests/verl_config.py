@@ -29,6 +29,12 @@ def compose_stock(*overrides, resolve=True):
     return config
 
 
+def code_path(preset: str) -> tuple[str, str]:
+    """(loss_mode, advantage_shaper) of a preset: what decides which code runs in verl's worker."""
+    policy_loss = compose_ours(f"algorithm={preset}", resolve=False).actor_rollout_ref.actor.policy_loss
+    return policy_loss.loss_mode, policy_loss.get("advantage_shaper", "none")
+
+
 def build_actor_config(config):
     """The ActorConfig exactly as verl's engine worker builds it (engine_workers.py)."""
     from verl.utils.config import omega_conf_to_dataclass
