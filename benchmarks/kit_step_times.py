@@ -1,16 +1,32 @@
-"""Where a tiny-kit training step spends its time: generate / old log-prob / update.
+"""Where a tiny-kit training step spends its time, and which process spends the CPU.
 
-Runs `python -m maspo_verl.main_ppo +kit=<kit> algorithm=<algorithm>` and reports the mean of
-verl's own `timing_s/*` metrics over the steps after the first (which includes warm-up).
+Runs `python -m maspo_verl.main_ppo +kit=<kit> algorithm=<algorithm>` (no validation) and reports:
+- the median of verl's own `timing_s/*` metrics over the steps after `--warmup`;
+- the start-up (launch to the first training step);
+- CPU seconds per training step of every process of the run (the Ray processes by their
+  `ray::` name, Ray's own daemons, the driver), read from the kernel's counters between two
+  steps. On 2 cores the sum is what bounds the step: a process that polls costs CPU the model
+  needs, whatever verl's timers say.
 
     python benchmarks/kit_step_times.py [--kit tiny_cpu|tiny_gpu] [--algorithm maspo] [--steps 20]
+    python benchmarks/kit_step_times.py --compare <git-ref>     # today's code and <git-ref>'s, side by side
+
+`--compare REF` checks REF out into a temporary worktree and runs the same command there, the two
+runs alternating `--rounds` times, so both see the same machine; it prints the medians and their ratio.
 """
 
-import argparse
-import statistics
-from pathlib import Path
+from __future__ import annotations
 
-from maspo_verl.quickstart import run_training, train_overrides
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
 
 PARTS = [
     "timing_s/gen",
@@ -18,8 +34,113 @@ PARTS = [
     "timing_s/old_log_prob",
     "timing_s/adv",
     "timing_s/update_actor",
+    "timing_s/update_weights",
     "timing_s/step",
 ]
+
+
+def process_name(proc) -> str:
+    """A stable label: `ray::Name` for Ray workers (method suffixes dropped), the script for others."""
+    try:
+        cmdline = proc.cmdline()
+    except Exception:
+        return "?"
+    if cmdline and cmdline[0].startswith("ray::"):
+        return cmdline[0].split(".")[0]
+    for part in cmdline[1:]:
+        if part.endswith(".py") or part.startswith("maspo_verl") or "/ray/" in part:
+            return Path(part).name if "/" in part else part
+    return Path(cmdline[0]).name if cmdline else proc.name()
+
+
+def cpu_snapshot(root_pid: int) -> dict:
+    """{pid: (name, cpu seconds)} for `root_pid` and every process below it."""
+    import psutil
+
+    snapshot = {}
+    try:
+        root = psutil.Process(root_pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return snapshot
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+            snapshot[proc.pid] = (process_name(proc), times.user + times.system)
+        except psutil.NoSuchProcess:
+            continue
+    return snapshot
+
+
+def cpu_per_step(first: dict, last: dict, steps: int) -> dict:
+    """CPU seconds per step by process name, for the processes alive at both snapshots."""
+    per_name = defaultdict(float)
+    for pid, (name, seconds) in last.items():
+        if pid in first:
+            per_name[name] += (seconds - first[pid][1]) / steps
+    return dict(sorted(per_name.items(), key=lambda item: -item[1]))
+
+
+def measure(kit: str, algorithm: str, steps: int, warmup: int, out: Path, extra: list[str], cwd: Path | None = None):
+    """One run; returns {"timing": {part: median}, "startup": s, "cpu": {name: s/step}, "wall_per_step": s}."""
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = out / "metrics.jsonl"
+    metrics.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "maspo_verl.main_ppo", f"+kit={kit}", f"algorithm={algorithm}",
+               f"trainer.total_training_steps={steps}", "trainer.val_before_train=False", "trainer.test_freq=-1",
+               "trainer.logger=[console,file]", f"trainer.default_local_dir={out / 'checkpoints'}", *extra]  # fmt: skip
+    env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics), PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    started = time.perf_counter()
+    first = last = None
+    first_step_at = last_step_at = startup = None
+    records = []
+    with open(out / "train.log", "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        while process.poll() is None:
+            time.sleep(0.05)
+            if not metrics.exists():
+                continue
+            lines = metrics.read_text().split("\n")[:-1]
+            for line in lines[len(records) :]:
+                records.append(json.loads(line))
+                step = records[-1]["step"]
+                if startup is None and "timing_s/step" in records[-1]["data"]:
+                    # seen within a poll (0.05 s) of its writing; the step's own duration taken off
+                    startup = time.perf_counter() - started - records[-1]["data"]["timing_s/step"]
+                # the step record lands after the step: snapshots between steps `warmup` and `steps - 1`
+                if step == warmup:
+                    first, first_step_at = cpu_snapshot(process.pid), time.perf_counter()
+                elif step == steps - 1:
+                    last, last_step_at = cpu_snapshot(process.pid), time.perf_counter()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} exited {process.returncode}; see {out / 'train.log'}")
+    data = [r["data"] for r in records if warmup < r["step"] < steps]
+    timing = {part: statistics.median(d[part] for d in data if part in d) for part in PARTS if any(part in d for d in data)}
+    measured_steps = steps - 1 - warmup
+    return {
+        "timing": timing,
+        "startup": startup,
+        "cpu": cpu_per_step(first, last, measured_steps) if first and last else {},
+        "wall_per_step": (last_step_at - first_step_at) / measured_steps if first and last else None,
+    }
+
+
+def print_result(label: str, result: dict) -> None:
+    print(f"{label}: start-up {result['startup']:.1f} s; wall per step {result['wall_per_step']:.3f} s")
+    for part, value in result["timing"].items():
+        print(f"  {part.split('/')[-1]:<16}{value:8.3f}")
+    total = sum(result["cpu"].values())
+    print(f"  CPU seconds per step, by process (sum {total:.2f}):")
+    for name, seconds in result["cpu"].items():
+        if seconds >= 0.005:
+            print(f"    {name:<44}{seconds:8.3f}")
+
+
+def worktree(ref: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="kit_step_times_"))
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), ref], check=True, capture_output=True)
+    return path
 
 
 def main(argv=None):
@@ -27,18 +148,51 @@ def main(argv=None):
     parser.add_argument("--kit", default="tiny_cpu")
     parser.add_argument("--algorithm", default="maspo")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3, help="steps left out of the figures")
     parser.add_argument("--out", type=Path, default=Path("outputs/kit_step_times"))
+    parser.add_argument("--compare", metavar="REF", help="also run a git ref of this repository, alternating")
+    parser.add_argument("--rounds", type=int, default=2, help="with --compare: runs of each")
+    parser.add_argument("--json", type=Path, help="write every run's figures here")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs")
     args = parser.parse_args(argv)
     out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    overrides = ["trainer.val_before_train=False", "trainer.test_freq=-1"]
-    command = train_overrides(args.algorithm, args.steps, overrides, kit=args.kit)
-    records = [r for r in run_training(command, out, args.steps) if r["step"] > 1]
-    print(f"kit={args.kit} algorithm={args.algorithm}: mean over steps 2..{args.steps} (seconds)")
-    for part in PARTS:
-        values = [r["data"][part] for r in records if part in r["data"]]
-        if values:
-            print(f"  {part.split('/')[-1]:<14}{statistics.mean(values):8.3f}")
+    runs = {"this checkout": None}
+    if args.compare:
+        runs[args.compare] = worktree(args.compare)
+    results = defaultdict(list)
+    try:
+        for round_index in range(args.rounds if args.compare else 1):
+            for label, cwd in runs.items():
+                tag = "base" if cwd else "head"
+                result = measure(args.kit, args.algorithm, args.steps, args.warmup, out / f"{tag}{round_index}",
+                                 args.overrides, cwd=cwd)  # fmt: skip
+                print_result(f"[{label}, round {round_index + 1}]", result)
+                results[label].append(result)
+    finally:
+        for cwd in runs.values():
+            if cwd:
+                subprocess.run(["git", "worktree", "remove", "--force", str(cwd)], capture_output=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    if args.compare:
+        summary = {label: _medians(rs) for label, rs in results.items()}
+        head, base = summary["this checkout"], summary[args.compare]
+        print(f"\nmedians over {args.rounds} alternating runs (this checkout vs {args.compare}):")
+        for key in head:
+            ratio = head[key] / base[key] if base[key] else float("nan")
+            print(f"  {key:<28}{head[key]:8.3f}{base[key]:10.3f}   ratio {ratio:.2f}")
+
+
+def _medians(results: list) -> dict:
+    keys = ["startup", "wall_per_step", *[f"timing/{p.split('/')[-1]}" for p in PARTS]]
+    values = defaultdict(list)
+    for r in results:
+        values["startup"].append(r["startup"])
+        values["wall_per_step"].append(r["wall_per_step"])
+        values["cpu_sum_per_step"].append(sum(r["cpu"].values()))
+        for part, v in r["timing"].items():
+            values[f"timing/{part.split('/')[-1]}"].append(v)
+    return {k: statistics.median(values[k]) for k in [*keys, "cpu_sum_per_step"] if values[k]}
 
 
 if __name__ == "__main__":

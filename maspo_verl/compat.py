@@ -150,3 +150,67 @@ def release_placement_groups() -> int:
     for pg_id in live:
         remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(pg_id)))
     return len(live)
+
+
+def agent_loop_classes():
+    """verl's v1 agent-loop manager and worker, its LLM-server client and its reward worker, which
+    ``maspo_verl.rollout.local_agent_loop`` subclasses or wraps. It relies on: the manager building
+    its workers from ``self.agent_loop_workers_class`` (a Ray actor class) with the arguments
+    ``(config, llm_client, teacher_client, reward_loop_worker_handles)``; the worker awaiting
+    ``handle.compute_score.remote(data)`` on one of ``reward_loop_worker_handles``; the client
+    routing through ``_acquire_server`` / ``_release_server`` and ``self._load_balancer``."""
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+    from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
+    from verl.workers.rollout.llm_server import LLMServerClient
+
+    return AgentLoopManagerTQ, AgentLoopWorkerTQ, LLMServerClient, RewardLoopWorker
+
+
+AGENT_LOOP_MODULE = "verl.experimental.agent_loop.agent_loop"
+
+
+class _Facade:
+    """A module seen through one replaced attribute; everything else is the module's own."""
+
+    def __init__(self, module, **replaced):
+        self._module = module
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+
+def build_registered_agent_loops_directly() -> None:
+    """Build each sample's agent loop without Hydra's instantiate, where that changes nothing.
+
+    verl 0.9.1's ``AgentLoopWorker._run_agent_loop`` builds a new agent loop for every sample with
+    ``hydra.utils.instantiate(config=_agent_loop_registry[name], trainer_config=..., ...)``, through
+    the name ``hydra`` of ``verl.experimental.agent_loop.agent_loop``. For a loop registered with
+    verl's ``@register`` the config is the plain dict ``{"_target_": "<module>.<Class>"}`` and every
+    keyword is an object Hydra passes through unchanged (verl wraps its configs in
+    ``DictConfigWrap`` for that reason), so the call is ``Class(**kwargs)``: this calls it so, with
+    the class imported once. Any other config (``agent_loop_config_path`` entries, positional
+    arguments) still goes through Hydra. Hydra's merge of the keywords is most of the agent loop's
+    CPU time per sample on the tiny kit (docs/benchmarks.md). Call it in the agent-loop worker's
+    process only; idempotent.
+    """
+    import importlib
+
+    module = importlib.import_module(AGENT_LOOP_MODULE)
+    hydra = getattr(module, "hydra", None)
+    if hydra is None or not hasattr(hydra, "utils"):
+        raise RuntimeError(f"maspo-verl: {AGENT_LOOP_MODULE} no longer reaches Hydra as `hydra`; cannot speed it up")
+    if isinstance(hydra, _Facade):
+        return
+    instantiate = hydra.utils.instantiate
+    classes: dict[str, type] = {}
+
+    def build(config, *args, **kwargs):
+        target = config.get("_target_") if type(config) is dict and len(config) == 1 else None
+        if target is None or args:
+            return instantiate(config, *args, **kwargs)
+        if target not in classes:
+            classes[target] = hydra.utils.get_class(target)
+        return classes[target](**kwargs)
+
+    module.hydra = _Facade(hydra, utils=_Facade(hydra.utils, instantiate=build))

@@ -346,6 +346,15 @@ def register_cpu_platform():
     return cls
 
 
+# One torch thread per process in a CPU run. verl runs ~8 processes (trainer, actor, rollout server,
+# agent loop, TransferQueue, ...); with several threads each, an OpenMP thread waits for a busy
+# core at every operation: a kit forward pass beside a busy process took 13 times longer with 2
+# threads than with 1 (docs/benchmarks.md), and the results are bitwise equal. TransferQueue's own
+# thread count for its copies (default 8, capped at the core count with a warning on every call)
+# is set to the same, so it never switches. A value already in the environment is kept.
+CPU_RUN_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQ_NUM_THREADS": "1"}
+
+
 def cpu_trainer_env() -> dict[str, str]:
     """Environment variables for a CPU run (inherited by the local Ray cluster's workers)."""
-    return {"VERL_PLATFORM": PLATFORM_NAME, "VERL_ENGINE_DEVICE": "cuda"}
+    return {"VERL_PLATFORM": PLATFORM_NAME, "VERL_ENGINE_DEVICE": "cuda", **CPU_RUN_THREADS}

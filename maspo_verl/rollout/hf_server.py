@@ -7,8 +7,15 @@ vLLM and SGLang implement that contract with an inference engine; this one calls
 ``model.generate`` on a plain Hugging Face model, which is slow but needs nothing beyond
 torch and runs on CPU. It is meant for small models, debugging and tests.
 
-Concurrent requests are micro-batched: requests that arrive while a batch is running are
-queued, grouped by sampling parameters, left-padded and generated together.
+Concurrent requests are micro-batched: requests are queued, grouped by sampling parameters,
+left-padded and generated together. verl's agent loop prepares and sends a rollout's requests one
+by one, a few milliseconds apart, and one ``model.generate`` call costs about the same for one
+row as for sixty-four (its cost is the per-token loop, not the rows), so the server keeps
+gathering while requests keep coming: it starts a batch once ``gather_ms`` pass with no new
+request, or ``max_gather_ms`` after the batch's first request, or when ``max_num_seqs`` are in.
+Both are set under ``rollout.engine_kwargs.hf`` (defaults ``GATHER_MS`` and ``MAX_GATHER_MS``).
+Which requests share a batch does not change what each one samples from: every row is sampled
+from its own prompt's distribution.
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ import torch
 from maspo_verl.padding import left_pad
 
 logger = logging.getLogger(__name__)
+
+# rollout.engine_kwargs.hf defaults (milliseconds): see the module docstring
+GATHER_MS = 15.0
+MAX_GATHER_MS = 500.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,27 @@ def resolve_gen_params(sampling_params: dict[str, Any], prompt_len: int, config)
     )
 
 
+def gather_window(engine_kwargs) -> tuple[float, float]:
+    """(gather, max gather) in seconds from ``rollout.engine_kwargs.hf``; a bad value names its key."""
+    settings = dict((engine_kwargs or {}).get("hf") or {})
+    unknown = set(settings) - {"gather_ms", "max_gather_ms"}
+    if unknown:
+        raise ValueError(
+            f"Unknown setting(s) actor_rollout_ref.rollout.engine_kwargs.hf.{sorted(unknown)[0]} for the hf rollout; "
+            "it reads gather_ms and max_gather_ms"
+        )
+    values = []
+    for key, default in (("gather_ms", GATHER_MS), ("max_gather_ms", MAX_GATHER_MS)):
+        value = settings.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise ValueError(
+                f"hf rollout setting actor_rollout_ref.rollout.engine_kwargs.hf.{key}={value!r} is not allowed: "
+                "it must be a finite number of milliseconds >= 0"
+            )
+        values.append(value / 1000.0)
+    return values[0], values[1]
+
+
 def _dtype(name: str) -> torch.dtype:
     from verl.utils.torch_dtypes import PrecisionType
 
@@ -123,6 +155,7 @@ class HFRolloutServer:
         self._paused = False
         self._resume_event: Optional[asyncio.Event] = None
         self._batch_cap = max(1, int(self.config.max_num_seqs))
+        self._gather_s, self._max_gather_s = gather_window(self.config.engine_kwargs)
         self._taken = 0  # requests taken off the queue whose generation has not finished
 
     # ------------------------------------------------------------------ lifecycle
@@ -208,12 +241,20 @@ class HFRolloutServer:
             self._batch_task = loop.create_task(self._batch_loop())
 
     async def _batch_loop(self) -> None:
-        """Take every queued request, group by sampling params, generate group by group."""
+        """Gather requests while they keep coming, group by sampling params, generate group by group."""
+        loop = asyncio.get_running_loop()
         while True:
             requests = [await self._queue.get()]
             self._taken += 1
-            await asyncio.sleep(0)  # let concurrently submitted requests land in the queue
-            while not self._queue.empty() and len(requests) < self._batch_cap:
+            deadline = loop.time() + self._max_gather_s
+            while len(requests) < self._batch_cap:
+                if self._queue.empty():
+                    wait = min(self._gather_s, deadline - loop.time())
+                    if wait <= 0:
+                        break
+                    await asyncio.sleep(wait)
+                    if self._queue.empty():
+                        break  # a quiet interval: the burst is over
                 requests.append(self._queue.get_nowait())
                 self._taken += 1
             groups: dict[GenParams, list[_Request]] = {}
