@@ -116,7 +116,9 @@ def measure(kit: str, algorithm: str, steps: int, warmup: int, out: Path, extra:
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} exited {process.returncode}; see {out / 'train.log'}")
     data = [r["data"] for r in records if warmup < r["step"] < steps]
-    timing = {part: statistics.median(d[part] for d in data if part in d) for part in PARTS if any(part in d for d in data)}
+    timing = {
+        part: statistics.median(d[part] for d in data if part in d) for part in PARTS if any(part in d for d in data)
+    }
     measured_steps = steps - 1 - warmup
     return {
         "timing": timing,

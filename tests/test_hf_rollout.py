@@ -163,3 +163,79 @@ def test_drain_waits_for_the_batch_in_flight(server, monkeypatch):
 
     drained_early, done_when_drained, out = asyncio.run(run())
     assert not drained_early and done_when_drained and out.token_ids
+
+
+# ---------------------------------------------------------------- gathering requests into one batch
+
+
+def _batch_sizes(server, monkeypatch):
+    sizes = []
+    generate_batch = server._generate_batch
+
+    def counting(prompts, params):
+        sizes.append(len(prompts))
+        return generate_batch(prompts, params)
+
+    monkeypatch.setattr(server, "_generate_batch", counting)
+    return sizes
+
+
+def _trickle(server, count, gap_s):
+    """`count` requests sent `gap_s` apart, as verl's agent loop sends a rollout's samples."""
+
+    async def run():
+        tasks = []
+        for i in range(count):
+            tasks.append(
+                asyncio.ensure_future(server.generate(_prompt(server), {"temperature": 1.0}, request_id=str(i)))
+            )
+            await asyncio.sleep(gap_s)
+        return await asyncio.gather(*tasks)
+
+    return asyncio.run(run())
+
+
+def test_requests_that_keep_coming_are_generated_in_one_batch(server, monkeypatch):
+    sizes = _batch_sizes(server, monkeypatch)
+    outs = _trickle(server, 12, gap_s=0.003)  # well inside the 15 ms gathering interval
+    assert sizes == [12] and all(out.token_ids for out in outs)
+
+
+def test_a_quiet_interval_closes_the_batch(server, monkeypatch):
+    server._gather_s = 0.005
+    sizes = _batch_sizes(server, monkeypatch)
+    _trickle(server, 3, gap_s=0.1)  # each request comes after the previous batch closed
+    assert sizes == [1, 1, 1]
+
+
+def test_gathering_stops_at_the_longest_wait_and_at_max_num_seqs(server, monkeypatch):
+    sizes = _batch_sizes(server, monkeypatch)
+    server._gather_s, server._max_gather_s = 0.05, 0.05
+    _trickle(server, 6, gap_s=0.02)  # would keep the batch open forever without the longest wait
+    assert len(sizes) >= 2 and sum(sizes) == 6
+    sizes.clear()
+    server._gather_s, server._max_gather_s, server._batch_cap = 0.05, 1.0, 4
+    _trickle(server, 10, gap_s=0.001)
+    assert max(sizes) == 4 and sum(sizes) == 10
+
+
+def test_a_row_samples_the_same_in_a_batch_as_alone(server):
+    """Which requests share a batch does not change a row's distribution: greedy is the same
+    token-for-token, and with sampling each row's log-probs are its own prompt's."""
+    prompts = [_prompt(server, f"{a}+{a + 3}=") for a in range(8)]
+    alone = [_generate(server, [p], temperature=0.0)[0].token_ids for p in prompts]
+    together = [out.token_ids for out in _generate(server, prompts, temperature=0.0)]
+    assert together == alone
+
+
+def test_gather_settings_are_read_from_engine_kwargs_and_checked():
+    from maspo_verl.rollout.hf_server import GATHER_MS, MAX_GATHER_MS, gather_window
+
+    assert gather_window({}) == (GATHER_MS / 1000, MAX_GATHER_MS / 1000)
+    assert gather_window({"vllm": {}, "hf": {"gather_ms": 0, "max_gather_ms": 20}}) == (0.0, 0.02)
+    with pytest.raises(ValueError, match=r"engine_kwargs\.hf\.gather_ms=-1 is not allowed"):
+        gather_window({"hf": {"gather_ms": -1}})
+    with pytest.raises(ValueError, match=r"engine_kwargs\.hf\.max_gather_ms='a lot' is not allowed"):
+        gather_window({"hf": {"max_gather_ms": "a lot"}})
+    with pytest.raises(ValueError, match=r"engine_kwargs\.hf\.gather_s .*reads gather_ms and max_gather_ms"):
+        gather_window({"hf": {"gather_s": 0.1}})
