@@ -225,3 +225,25 @@ def test_the_chain_task_builds_its_own_kit_and_the_resolver_finds_it(tmp_path, m
     assert len(dataset) == 64  # configs/kit/chain_cpu.yaml's max_prompt_length fits every prompt
     with pytest.raises(ValueError, match="kit task 'mul' does not exist; choose one of \\['add', 'chain'\\]"):
         get_task("mul")
+
+
+def test_the_warm_start_log_says_when_its_targets_turn_noisy():
+    """The loss jumps where the warm start switches to noisy targets (by design); the log says so
+    at that step and nowhere else, so a new user does not read the jump as an instability."""
+    import dataclasses
+
+    from maspo_verl.kit.model import make_model, warm_start
+    from maspo_verl.kit.tasks import get_task
+
+    settings = KitSettings.for_task("add")
+    recipe = dataclasses.replace(settings.recipe, steps=8, batch_size=4, clean_steps_fraction=0.5)
+    tokenizer = build_tokenizer()
+    train, _ = get_task("add").split_problems(0, 16)
+    lines = []
+    warm_start(make_model(tokenizer, settings.shape), tokenizer, train[:64], recipe, seed=0, log=lines.append)
+    noisy = [line for line in lines if "turn noisy" in line]
+    assert noisy == [next(line for line in lines if line.startswith("warm start step 4:") and "noisy" in line)]
+    clean = dataclasses.replace(recipe, clean_steps_fraction=1.0)
+    lines.clear()
+    warm_start(make_model(tokenizer, settings.shape), tokenizer, train[:64], clean, seed=0, log=lines.append)
+    assert not any("noisy" in line for line in lines)

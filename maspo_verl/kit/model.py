@@ -136,9 +136,14 @@ def learning_rate_at(step: int, recipe: WarmStartRecipe) -> float:
     return recipe.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def first_noisy_step(recipe: WarmStartRecipe) -> int:
+    """The first warm-start step that trains on noisy targets (hedged answers and near misses)."""
+    return math.ceil(recipe.clean_steps_fraction * recipe.steps)
+
+
 def noisy_target_choice(rows, num_wrong, recipe: WarmStartRecipe, step: int, generator) -> torch.Tensor:
     """Which candidate target each batch row trains on (0 = correct, 1 = hedged, 2+ = near miss)."""
-    noisy_phase = step >= recipe.clean_steps_fraction * recipe.steps
+    noisy_phase = step >= first_noisy_step(recipe)
     hedged_rate = recipe.hedged_target_fraction if noisy_phase else 0.0
     wrong_rate = recipe.wrong_target_fraction if noisy_phase else 0.0
     draw = torch.rand(len(rows), generator=generator)
@@ -155,7 +160,14 @@ def warm_start(model, tokenizer, problems: list[Problem], recipe: WarmStartRecip
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
     model.train()
     losses = []
+    noisy_from = first_noisy_step(recipe)
     for step in range(recipe.steps):
+        if log is not None and step == noisy_from and noisy_from < recipe.steps:
+            hedged, wrong = recipe.hedged_target_fraction, recipe.wrong_target_fraction
+            log(
+                f"warm start step {step}: the targets turn noisy by design ({hedged:.0%} hedged as '~82', {wrong:.0%} "
+                "near misses), so the loss jumps: the habit RL later removes, not an instability"
+            )
         rows = torch.randint(len(problems), (recipe.batch_size,), generator=generator)
         choice = noisy_target_choice(rows, num_wrong, recipe, step, generator)
         batch_ids, batch_labels = input_ids[rows, choice], label_ids[rows, choice]
