@@ -11,8 +11,10 @@ Runs `python -m maspo_verl.main_ppo +kit=<kit> algorithm=<algorithm>` (no valida
     python benchmarks/kit_step_times.py [--kit tiny_cpu|tiny_gpu] [--algorithm maspo] [--steps 20]
     python benchmarks/kit_step_times.py --compare <git-ref>     # today's code and <git-ref>'s, side by side
 
-`--compare REF` checks REF out into a temporary worktree and runs the same command there, the two
-runs alternating `--rounds` times, so both see the same machine; it prints the medians and their ratio.
+`--compare REF` checks REF out into a temporary worktree with a virtual environment of its own
+(scripts/setup_env.sh there: a package installed in editable mode runs from its own folder) and runs
+the same command there, the two alternating `--rounds` times so that both see the same machine; it
+prints the medians and their ratios.
 """
 
 from __future__ import annotations
@@ -81,12 +83,13 @@ def cpu_per_step(first: dict, last: dict, steps: int) -> dict:
     return dict(sorted(per_name.items(), key=lambda item: -item[1]))
 
 
-def measure(kit: str, algorithm: str, steps: int, warmup: int, out: Path, extra: list[str], cwd: Path | None = None):
+def measure(kit: str, algorithm: str, steps: int, warmup: int, out: Path, extra: list[str], checkout: Path | None = None):
     """One run; returns {"timing": {part: median}, "startup": s, "cpu": {name: s/step}, "wall_per_step": s}."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = out / "metrics.jsonl"
     metrics.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "maspo_verl.main_ppo", f"+kit={kit}", f"algorithm={algorithm}",
+    python = str(checkout / ".venv" / "bin" / "python") if checkout else sys.executable
+    command = [python, "-m", "maspo_verl.main_ppo", f"+kit={kit}", f"algorithm={algorithm}",
                f"trainer.total_training_steps={steps}", "trainer.val_before_train=False", "trainer.test_freq=-1",
                "trainer.logger=[console,file]", f"trainer.default_local_dir={out / 'checkpoints'}", *extra]  # fmt: skip
     env = dict(os.environ, VERL_FILE_LOGGER_PATH=str(metrics), PYTHONUNBUFFERED="1")
@@ -96,7 +99,7 @@ def measure(kit: str, algorithm: str, steps: int, warmup: int, out: Path, extra:
     first_step_at = last_step_at = startup = None
     records = []
     with open(out / "train.log", "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=checkout)
         while process.poll() is None:
             time.sleep(0.05)
             if not metrics.exists():
@@ -140,8 +143,12 @@ def print_result(label: str, result: dict) -> None:
 
 
 def worktree(ref: str) -> Path:
+    """REF checked out in a temporary folder, installed in its own .venv."""
     path = Path(tempfile.mkdtemp(prefix="kit_step_times_"))
     subprocess.run(["git", "worktree", "add", "--detach", str(path), ref], check=True, capture_output=True)
+    print(f"installing {ref} into {path / '.venv'} ...", flush=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "MASPO_VENV")}
+    subprocess.run(["bash", "scripts/setup_env.sh"], cwd=path, env=env, check=True, capture_output=True)
     return path
 
 
@@ -167,7 +174,7 @@ def main(argv=None):
             for label, cwd in runs.items():
                 tag = "base" if cwd else "head"
                 result = measure(args.kit, args.algorithm, args.steps, args.warmup, out / f"{tag}{round_index}",
-                                 args.overrides, cwd=cwd)  # fmt: skip
+                                 args.overrides, checkout=cwd)  # fmt: skip
                 print_result(f"[{label}, round {round_index + 1}]", result)
                 results[label].append(result)
     finally:
