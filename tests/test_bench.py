@@ -394,8 +394,8 @@ BROKEN = "broken=grpo +actor_rollout_ref.model.override_config.hidden_size=96"  
 def test_a_sweep_killed_mid_run_resumes_without_redoing_finished_runs_and_reports_a_failing_run(tmp_path):
     out = tmp_path / "sweep"
     with open(tmp_path / "first.log", "w") as first_log:
-        first = subprocess.Popen(_bench(out, "--variant", BROKEN), stdout=first_log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)  # fmt: skip
+        first = subprocess.Popen(_bench(out, "--variant", BROKEN, "--workers", "1"), stdout=first_log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         finished, started = out / "standard/grpo/seed0/result.json", out / "standard/maspo/seed0"
         deadline = time.time() + 600
         while not (finished.exists() and started.exists()):
@@ -407,9 +407,13 @@ def test_a_sweep_killed_mid_run_resumes_without_redoing_finished_runs_and_report
     assert not (started / "result.json").exists()
     kept = finished.read_text()
 
-    second = subprocess.run(_bench(out, "--variant", BROKEN), capture_output=True, text=True, timeout=1200)
+    # resumed in two Ray sessions side by side (the default on 2 cores): one run each
+    second = subprocess.run(_bench(out, "--variant", BROKEN, "--workers", "2"), capture_output=True, text=True,
+                            timeout=1200)  # fmt: skip
     log = second.stdout + second.stderr
     assert "3 runs in the sweep: 1 finished before, 2 to run" in log, log[-3000:]
+    assert "2 runs in 2 Ray sessions side by side" in log, log[-3000:]
+    assert (out / "shard0.log").exists() and (out / "shard1.log").exists()
     assert finished.read_text() == kept  # not run again
     assert second.returncode == 1, log[-3000:]  # a run failed, and the exit status says so
     for preset in ("grpo", "maspo"):
@@ -473,3 +477,29 @@ def test_every_regime_passes_the_checks_that_run_before_ray(regime):
     updates = config.data.train_batch_size // actor.ppo_mini_batch_size * actor.ppo_epochs
     assert updates == {"standard": 4, "stress": 16}[regime]
     assert actor.optim.lr == 5e-5
+
+
+def test_sweeps_run_two_sessions_side_by_side_on_the_kit_and_one_for_recipes(monkeypatch):
+    from maspo_verl.bench.sweep import default_workers, plan_recipes
+
+    kit_specs = plan(["grpo"], [0, 1], ["standard"], steps=2, probe_every=1)
+    recipe_specs = plan_recipes(["paper_1p5b"], ["grpo"], [0, 1])
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert default_workers(kit_specs) == 2 and default_workers(recipe_specs) == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert default_workers(kit_specs) == 1
+
+
+def test_a_shard_rebuilds_the_runs_it_was_given(tmp_path, monkeypatch):
+    """The runs a shard subprocess reads back from its file are the runs the sweep planned."""
+    import maspo_verl.bench.sweep as sweep
+
+    specs = plan(["grpo"], [0], ["standard"], steps=2, probe_every=1, variants=["wide=grpo a.b=1 c=2"])
+    received = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda runs, out, **kwargs: received.extend(runs))
+    shard_file = tmp_path / "shard0.json"
+    shard_file.write_text(
+        json.dumps({"out": str(tmp_path), "runs": [{"kind": s.kind, **sweep.asdict(s)} for s in specs]})
+    )
+    sweep._run_shard(shard_file)
+    assert received == specs and all(hash(spec) for spec in received)

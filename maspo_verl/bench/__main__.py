@@ -32,6 +32,7 @@ from .sweep import (
     REGIMES,
     BenchInputError,
     available_presets,
+    default_workers,
     plan,
     plan_recipes,
     read_result,
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="held-out accuracy for steps-to-target (kit default: the task's, add 0.65, chain 0.3)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     parser.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="Ray sessions running side by side (default: 2 for kit runs on 2 or more cores, 1 for recipes)")  # fmt: skip
     parser.add_argument("--report-only", action="store_true", help="only summarize and plot the finished runs")
     return parser
 
@@ -140,7 +143,11 @@ def main(argv=None) -> int:
         return dry_run(specs, args.out.resolve())
     out = args.out.resolve()
     if not args.report_only:
-        run_sweep(specs, out, retry_failed=args.retry_failed)
+        if args.workers is not None and args.workers < 1:
+            print(f"error: --workers {args.workers}: give 1 or more Ray sessions", file=sys.stderr)
+            return 2
+        workers = default_workers(specs) if args.workers is None else args.workers
+        run_sweep(specs, out, retry_failed=args.retry_failed, workers=workers)
     target = DEFAULT_TARGETS[args.task] if args.target is None and not args.recipe else args.target
     summary = report(specs, out, target)
     failed = sum(len(row["failed_seeds"]) for block in summary["regimes"].values() for row in block["presets"].values())

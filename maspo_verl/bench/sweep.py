@@ -471,8 +471,10 @@ def run_one(session: RaySession, spec, out: Path, progress: Progress) -> dict:
     return result
 
 
-def run_sweep(specs: list, out: Path, retry_failed: bool = False, log=print) -> dict:
-    """Run every spec without a result (and failed ones if `retry_failed`); returns {name: result}."""
+def run_sweep(specs: list, out: Path, retry_failed: bool = False, log=print, workers: int = 1) -> dict:
+    """Run every spec without a result (and failed ones if `retry_failed`); returns {name: result}.
+    With `workers` > 1 the runs are shared among that many Ray sessions running side by side
+    (`run_in_shards`)."""
     out.mkdir(parents=True, exist_ok=True)
     results, todo = {}, []
     for spec in specs:
@@ -488,6 +490,9 @@ def run_sweep(specs: list, out: Path, retry_failed: bool = False, log=print) -> 
             f"{warm['greedy_acc']:.3f} greedy")  # fmt: skip
     if not todo:
         return results
+    if workers > 1 and len(todo) > 1:
+        results.update(run_in_shards(todo, out, min(workers, len(todo)), len(specs), log))
+        return results
     progress = Progress(len(specs), len(results), log)
     try:
         with RaySession(out / "verl_logs") as session:
@@ -497,3 +502,78 @@ def run_sweep(specs: list, out: Path, retry_failed: bool = False, log=print) -> 
     finally:
         progress.close()
     return results
+
+
+def default_workers(specs: list) -> int:
+    """Ray sessions side by side for a sweep: 2 for kit runs on a machine with 2 or more cores (a
+    run's start-up keeps one core busy and a kit step about 1.2: two sessions finish a sweep about
+    1.7 times sooner on 2 cores, docs/benchmarks.md), 1 for recipe runs (each wants every GPU)."""
+    import os
+
+    if any(spec.kind != "kit" for spec in specs):
+        return 1
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+SHARD_LOG = "shard{index}.log"
+
+
+def run_in_shards(todo: list, out: Path, workers: int, total: int, log=print) -> dict:
+    """The runs of `todo` dealt round-robin to `workers` subprocesses, each one Ray session
+    (`python -m maspo_verl.bench.sweep <shard file>`, its output in `<out>/shard<i>.log`); this
+    process shows their progress from the runs' `result.json` files and returns their results."""
+    import subprocess
+    import sys
+
+    from tqdm import tqdm
+
+    processes = []
+    for index in range(workers):
+        shard = [{"kind": spec.kind, **asdict(spec)} for spec in todo[index::workers]]
+        shard_file = out / f"shard{index}.json"
+        shard_file.write_text(json.dumps({"out": str(out), "runs": shard}, indent=2))
+        with open(out / SHARD_LOG.format(index=index), "w") as shard_log:
+            processes.append(subprocess.Popen([sys.executable, "-m", "maspo_verl.bench.sweep", str(shard_file)],
+                                              stdout=shard_log, stderr=subprocess.STDOUT))  # fmt: skip
+    log(f"{len(todo)} runs in {workers} Ray sessions side by side; their logs: {out}/shard<i>.log")
+    bar = tqdm(total=total, initial=total - len(todo), unit="run", dynamic_ncols=True, desc="sweep")
+    results = {}
+    try:
+        while len(results) < len(todo):
+            for spec in todo:
+                if spec.name not in results and (result := read_result(spec.directory(out))) is not None:
+                    results[spec.name] = result
+                    bar.update(1)
+                    status = (
+                        "done" if result["status"] == "done" else f"FAILED: {result['error'].splitlines()[0][:200]}"
+                    )
+                    bar.write(f"{spec.name}: {status} in {result['seconds']:.0f} s")
+            if len(results) < len(todo) and all(process.poll() is not None for process in processes):
+                break  # a shard died before writing its runs' results
+            time.sleep(2)
+    finally:
+        bar.close()
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+            process.wait()
+    missing = [spec.name for spec in todo if spec.name not in results]
+    if missing:
+        raise RuntimeError(f"{len(missing)} runs ended without a result (first: {missing[0]}); see {out}/shard<i>.log")
+    return results
+
+
+def _run_shard(shard_file: Path) -> None:
+    shard = json.loads(shard_file.read_text())
+    kinds = {"kit": KitRun, "recipe": RecipeRun}
+    specs = []
+    for run in shard["runs"]:
+        fields = {key: tuple(value) if key == "extra" else value for key, value in run.items() if key != "kind"}
+        specs.append(kinds[run["kind"]](**fields))
+    run_sweep(specs, Path(shard["out"]))
+
+
+if __name__ == "__main__":
+    import sys
+
+    _run_shard(Path(sys.argv[1]))
