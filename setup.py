@@ -42,8 +42,9 @@ setup(
     package_dir={"maspo_verl_configs": "configs"},
     package_data={"maspo_verl_configs": ["*.yaml", "*/*.yaml", "*/*/*.yaml"]},
     # matplotlib: the quickstart's and the report's plots are part of the commands, not extras;
-    # scipy: the benchmark's statistics; tqdm: progress with an ETA (named, not borrowed from transformers)
-    install_requires=[*verl_extra("verl-core"), "torch>=2.4", "matplotlib", "scipy", "tqdm"],
+    # scipy: the benchmark's statistics; tqdm: progress with an ETA (named, not borrowed from transformers);
+    # filelock: one kit build at a time per folder
+    install_requires=[*verl_extra("verl-core"), "torch>=2.4", "matplotlib", "scipy", "tqdm", "filelock"],
     extras_require={
         # What a GPU user adds, mirroring verl's own extras of the same names.
         "vllm": verl_extra("vllm"),
@@ -55,7 +56,17 @@ setup(
         "math": MATH,
         # build and twine: the wheel test builds and checks the package as users get it;
         # ruff: lint and format (scripts/test.sh runs it; pinned so formatting does not drift)
-        "test": ["pytest>=7", "hypothesis>=6", "setuptools>=70.1", "build", "twine>=6,<7", "ruff>=0.17,<0.18", *MATH],
+        # pytest-xdist: the suite runs its test files on two processes (scripts/test.sh)
+        "test": [
+            "pytest>=7",
+            "pytest-xdist>=3.5",
+            "hypothesis>=6",
+            "setuptools>=70.1",
+            "build",
+            "twine>=6,<7",
+            "ruff>=0.17,<0.18",
+            *MATH,
+        ],
     },
     entry_points={
         # verl >= 0.9 imports every `verl.plugins` entry point on `import verl`, in every

@@ -83,7 +83,9 @@ def cpu_per_step(first: dict, last: dict, steps: int) -> dict:
     return dict(sorted(per_name.items(), key=lambda item: -item[1]))
 
 
-def measure(kit: str, algorithm: str, steps: int, warmup: int, out: Path, extra: list[str], checkout: Path | None = None):
+def measure(
+    kit: str, algorithm: str, steps: int, warmup: int, out: Path, extra: list[str], checkout: Path | None = None
+):
     """One run; returns {"timing": {part: median}, "startup": s, "cpu": {name: s/step}, "wall_per_step": s}."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = out / "metrics.jsonl"

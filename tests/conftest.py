@@ -41,8 +41,19 @@ DAPO_OVERRIDES = ["algorithm=dapo", "actor_rollout_ref.rollout.n=2", "actor_roll
                   "trainer.val_before_train=False", "reward.reward_kwargs.overlong_buffer_cfg.len=6"]  # fmt: skip
 
 
+# Test files whose tests share one expensive fixture across files (conftest's one_step_runs: the
+# grpo checkpoint that the evaluator's test reads) run on the same pytest-xdist worker.
+SHARED_GROUPS = {"test_e2e_kit.py": "kit_session", "test_eval_e2e.py": "kit_session"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """GPU tests are skipped cleanly, with a reason, on machines without CUDA (CI)."""
+    """GPU tests are skipped cleanly, with a reason, on machines without CUDA (CI). Under
+    pytest-xdist (`-n 2 --dist loadgroup`, scripts/test.sh) every test file is one group, so its
+    module fixtures (a trainer run, a kit build) run once, on one worker."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            name = item.path.name
+            item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(name, name)))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")

@@ -247,3 +247,30 @@ def test_the_warm_start_log_says_when_its_targets_turn_noisy():
     lines.clear()
     warm_start(make_model(tokenizer, settings.shape), tokenizer, train[:64], clean, seed=0, log=lines.append)
     assert not any("noisy" in line for line in lines)
+
+
+def _build_small_kit(root, queue):
+    from maspo_verl.kit import KitSettings, WarmStartRecipe, build_kit
+
+    settings = KitSettings(recipe=WarmStartRecipe(steps=3, batch_size=4), val_size=8)
+    lines = []
+    kit = build_kit(root=root, settings=settings, log=lines.append)
+    queue.put((any("warm start" in line for line in lines), kit.info["fingerprint"]))
+
+
+def test_two_processes_asking_for_the_same_kit_build_it_once(tmp_path):
+    """Test workers (pytest-xdist) or runs that ask for the kit together: one builds, the other
+    waits for it and reads the finished kit."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_build_small_kit, args=(tmp_path / "kit", queue)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    outcomes = [queue.get(timeout=300) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert sorted(built for built, _ in outcomes) == [False, True]
+    assert outcomes[0][1] == outcomes[1][1]
+    assert read_marker(tmp_path / "kit") is not None

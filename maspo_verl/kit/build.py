@@ -122,10 +122,19 @@ def build_kit(
     existing = read_marker(root)
     if existing is not None and existing.get("fingerprint") == settings.fingerprint() and not rebuild:
         return kit_paths(root, existing)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER_NAME).unlink(missing_ok=True)
-    info = write_kit(root, settings, log)
-    (root / MARKER_NAME).write_text(json.dumps(info, indent=2, sort_keys=True))
+    from filelock import FileLock
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # one build at a time per folder: processes that ask together (test workers, a sweep's runs)
+    # wait for the first and then read its kit
+    with FileLock(str(root) + ".lock"):
+        existing = read_marker(root)
+        if existing is not None and existing.get("fingerprint") == settings.fingerprint() and not rebuild:
+            return kit_paths(root, existing)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / MARKER_NAME).unlink(missing_ok=True)
+        info = write_kit(root, settings, log)
+        (root / MARKER_NAME).write_text(json.dumps(info, indent=2, sort_keys=True))
     return kit_paths(root, info)
 
 
