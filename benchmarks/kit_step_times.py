@@ -10,6 +10,12 @@ Runs `python -m maspo_verl.main_ppo +kit=<kit> algorithm=<algorithm>` (no valida
 
     python benchmarks/kit_step_times.py [--kit tiny_cpu|tiny_gpu] [--algorithm maspo] [--steps 20]
     python benchmarks/kit_step_times.py --compare <git-ref>     # today's code and <git-ref>'s, side by side
+    python benchmarks/kit_step_times.py --py-spy 20             # and where each process spends its CPU
+
+`--py-spy SECONDS` also samples every process of the run with py-spy (CPU time only, without
+pausing them) for that long after the warm-up steps, and prints each process's functions by the
+share of its samples they are on the stack for (frames of the event loop, threads and Ray's worker
+loop left out). py-spy is in verl's test extra: `pip install py-spy`.
 
 `--compare REF` checks REF out into a temporary worktree with a virtual environment of its own
 (scripts/setup_env.sh there: a package installed in editable mode runs from its own folder) and runs
@@ -26,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -83,9 +90,47 @@ def cpu_per_step(first: dict, last: dict, steps: int) -> dict:
     return dict(sorted(per_name.items(), key=lambda item: -item[1]))
 
 
+# frames that are on every stack of a Ray worker or an event loop: left out of the function table
+GENERIC_FRAMES = ("threading.py", "asyncio/", "concurrent/futures", "selectors.py", "ray/_private/", "ray/util/tracing",
+                  "default_worker.py", "contextlib.py", "<frozen", "tracing_helper")  # fmt: skip
+
+
+def py_spy(pids: dict, seconds: float, out: Path) -> dict:
+    """{process name: [(function, share of its samples)]}: py-spy on every pid at once."""
+    records = {}
+    for pid, name in pids.items():
+        path = out / f"py-spy-{pid}.txt"
+        command = ["py-spy", "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "--nonblocking",
+                   "--format", "raw", "-o", str(path)]  # fmt: skip
+        records[pid] = (name, path, subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    tables = {}
+    for name, path, process in records.values():
+        process.wait()
+        if path.exists():
+            tables.setdefault(name, []).extend(function_table(path.read_text()))
+    return tables
+
+
+def function_table(raw: str, top: int = 12) -> list:
+    """[(function, share of the samples with it on the stack)] from py-spy's raw (collapsed) output,
+    the frames every worker's stack has left out; a function counts once per sample."""
+    inclusive, total = defaultdict(int), 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        # "function (file:line)" -> "function (file)": one row per function, whatever the line
+        frames = {frame.rsplit(":", 1)[0] + ")" if frame.endswith(")") else frame for frame in stack.split(";")}
+        for frame in frames:
+            if not any(generic in frame for generic in GENERIC_FRAMES):
+                inclusive[frame] += int(count)
+    ranked = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
+    return [(frame, n / total) for frame, n in ranked] if total else []
+
+
 def measure(
-    kit: str, algorithm: str, steps: int, warmup: int, out: Path, extra: list[str], checkout: Path | None = None
-):
+    kit: str, algorithm: str, steps: int, warmup: int, out: Path, extra: list[str], checkout: Path | None = None,
+    profile_seconds: float = 0,
+):  # fmt: skip
     """One run; returns {"timing": {part: median}, "startup": s, "cpu": {name: s/step}, "wall_per_step": s}."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = out / "metrics.jsonl"
@@ -98,8 +143,8 @@ def measure(
     env.pop("RAY_ADDRESS", None)
     started = time.perf_counter()
     first = last = None
-    first_step_at = last_step_at = startup = None
-    records = []
+    first_step_at = last_step_at = startup = profiler = None
+    records, profiles = [], {}
     with open(out / "train.log", "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=checkout)
         while process.poll() is None:
@@ -116,8 +161,16 @@ def measure(
                 # the step record lands after the step: snapshots between steps `warmup` and `steps - 1`
                 if step == warmup:
                     first, first_step_at = cpu_snapshot(process.pid), time.perf_counter()
+                    if profile_seconds:
+                        named = {pid: name for pid, (name, _) in first.items()}
+                        profiler = threading.Thread(
+                            target=lambda pids=named: profiles.update(py_spy(pids, profile_seconds, out))
+                        )
+                        profiler.start()
                 elif step == steps - 1:
                     last, last_step_at = cpu_snapshot(process.pid), time.perf_counter()
+    if profiler is not None:
+        profiler.join()
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} exited {process.returncode}; see {out / 'train.log'}")
     data = [r["data"] for r in records if warmup < r["step"] < steps]
@@ -130,6 +183,7 @@ def measure(
         "startup": startup,
         "cpu": cpu_per_step(first, last, measured_steps) if first and last else {},
         "wall_per_step": (last_step_at - first_step_at) / measured_steps if first and last else None,
+        "functions": profiles,
     }
 
 
@@ -142,6 +196,10 @@ def print_result(label: str, result: dict) -> None:
     for name, seconds in result["cpu"].items():
         if seconds >= 0.005:
             print(f"    {name:<44}{seconds:8.3f}")
+    for name, functions in result.get("functions", {}).items():
+        print(f"  {name}: share of its CPU samples with the function on the stack")
+        for frame, share in functions:
+            print(f"    {share:6.1%}  {frame[:140]}")
 
 
 def worktree(ref: str) -> Path:
@@ -164,6 +222,8 @@ def main(argv=None):
     parser.add_argument("--compare", metavar="REF", help="also run a git ref of this repository, alternating")
     parser.add_argument("--rounds", type=int, default=2, help="with --compare: runs of each")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
+    parser.add_argument("--py-spy", type=float, default=0, metavar="SECONDS",
+                        help="also profile every process with py-spy for SECONDS after the warm-up")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both runs")
     args = parser.parse_args(argv)
     out = args.out.resolve()
@@ -176,7 +236,7 @@ def main(argv=None):
             for label, cwd in runs.items():
                 tag = "base" if cwd else "head"
                 result = measure(args.kit, args.algorithm, args.steps, args.warmup, out / f"{tag}{round_index}",
-                                 args.overrides, checkout=cwd)  # fmt: skip
+                                 args.overrides, checkout=cwd, profile_seconds=args.py_spy)  # fmt: skip
                 print_result(f"[{label}, round {round_index + 1}]", result)
                 results[label].append(result)
     finally:
