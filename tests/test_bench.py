@@ -660,3 +660,29 @@ def test_every_regime_passes_the_checks_that_run_before_ray(regime):
     updates = config.data.train_batch_size // actor.ppo_mini_batch_size * actor.ppo_epochs
     assert updates == {"standard": 4, "stress": 16}[regime]
     assert actor.optim.lr == 5e-5
+
+
+@pytest.mark.parametrize("setting, value", [("sigma_base", 0.2), ("dual_clip_c", 3.0)])
+def test_the_mechanism_variants_of_maspo_pass_the_checks_that_run_before_ray(setting, value):
+    """The study's two variants, preset-free: a narrower gate and the dual clip, as --variant gives them."""
+    from hydra import compose, initialize_config_module
+    from verl.utils.config import omega_conf_to_dataclass
+
+    from maspo_verl.config import check_algorithm_config
+
+    variant = f"maspo_{setting}=maspo actor_rollout_ref.actor.policy_loss.{setting}={value}"
+    spec = plan(["grpo"], [0], ["stress"], 20, 10, variants=[variant], controls=False)[-1]
+    assert spec.preset == f"maspo_{setting}" and spec.algorithm == "maspo"
+    overrides = [o for o in spec.overrides() if not o.startswith("+kit=")]
+    with initialize_config_module(config_module="maspo_verl_configs", version_base=None):
+        config = compose("maspo_trainer", overrides=["+kit=tiny_cpu", *overrides])
+    check_algorithm_config(config)
+    policy_loss = omega_conf_to_dataclass(config.actor_rollout_ref.actor.policy_loss)
+    assert getattr(policy_loss, setting) == value
+    config.actor_rollout_ref.actor.policy_loss[setting] = 1.0 if setting == "dual_clip_c" else 0.0
+    from hydra.errors import InstantiationException  # verl builds the config with Hydra's instantiate
+
+    with pytest.raises(
+        (ValueError, InstantiationException), match=rf"policy_loss\.{setting}=.* is not allowed: it must be"
+    ):
+        omega_conf_to_dataclass(config.actor_rollout_ref.actor.policy_loss)

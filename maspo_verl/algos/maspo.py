@@ -88,7 +88,11 @@ class MASPOParams(Params):
         ("adv_low", lambda p, v: 0 < v <= 1, "in (0, 1]"),
         ("adv_high", lambda p, v: v >= 1, ">= 1"),
         flag_rule("two_sided"),
-        ("dual_clip_c", lambda p, v: v == 0 or v > 1, "0 (off, the authors' design) or > 1 (the bound on r for A < 0)"),
+        (
+            "dual_clip_c",
+            lambda p, v: v == 0 or v > 1,
+            "equal to 0 (off, the authors' design) or > 1 (the bound for A < 0)",
+        ),
     )
 
 
