@@ -493,7 +493,8 @@ def _paired_table(block: dict, kind: str, alpha: float) -> list[str]:
     family = next((row[headline]["family"] for row in block["paired"].values() if "family" in row[headline]), 0)
     lines = [f"Paired with `{BASELINE}` on the same seeds: the mean difference ± the standard error of the per-seed "
              f"differences; for the {headers[headline]}, the two-sided paired t-test's p-value and 95% interval, then "
-             f"Holm's correction over the {family} compared presets (not the controls): the adjusted p-value and the t "
+             f"Holm's correction over the compared presets with at least 2 paired seeds ({family}; not the controls): "
+             "the adjusted p-value and the t "
              f"interval at the level Holm tests the comparison at (1 - {alpha:g} / (m - k + 1) for the k-th smallest "
              f"p-value of m; it excludes 0 exactly when the raw p-value is below {alpha:g} / (m - k + 1)). A comparison "
              f"is a finding when its Holm-adjusted p-value is below {alpha:g} and every instrument check passed. MDD: "
