@@ -103,7 +103,7 @@ def quadrant_figures(ratio: torch.Tensor, advantages: torch.Tensor, valid: torch
     # the quadrant of each token, in QUADRANTS' order; len(QUADRANTS) for tokens in none (A = 0, masked)
     quadrant = torch.where(advantages > 0, torch.where(above, 0, 1), torch.where(above, 2, 3))
     quadrant = torch.where(valid & (advantages != 0), quadrant, len(QUADRANTS))
-    probabilities = torch.tensor([*QUANTILES.values(), 0.0, 1.0], device=ratio.device)
+    probabilities = [*QUANTILES.values(), 0.0, 1.0]
     values, counts = grouped_quantiles(ratio.flatten(), quadrant.flatten(), len(QUADRANTS), probabilities)
     figures = {}
     for row, (name, (_, is_above)) in enumerate(QUADRANTS.items()):
@@ -115,19 +115,22 @@ def quadrant_figures(ratio: torch.Tensor, advantages: torch.Tensor, valid: torch
     return figures
 
 
-def grouped_quantiles(values: torch.Tensor, groups: torch.Tensor, n_groups: int, probabilities: torch.Tensor):
+def grouped_quantiles(values: torch.Tensor, groups: torch.Tensor, n_groups: int, probabilities: list[float]):
     """((n_groups, len(probabilities)) quantiles, (n_groups,) counts) of ``values`` (n,) within each
     group 0 .. n_groups - 1 (``groups`` (n,) int; other ids are left out), interpolated linearly
     between order statistics as numpy's and torch's default; 1.0 for a group without members.
 
     One sort by value, then a stable sort by group, lays the groups out one after another, each in
-    order: no host sync (``values[mask]`` would need one for its size) and no sort per group."""
+    order, with no sort per group and no host sync: not ``values[mask]`` (its size), nor
+    ``bincount`` (its maximum), nor a tensor built from host numbers (a copy to the device)."""
     by_value = values.argsort()
     order = by_value[groups[by_value].argsort(stable=True)]
     ordered = values[order]
-    counts = torch.bincount(groups.clamp(0, n_groups), minlength=n_groups + 1)[:n_groups]
+    slots = groups.clamp(0, n_groups)  # slot n_groups gathers the tokens in no group
+    counts = torch.zeros(n_groups + 1, dtype=torch.long, device=values.device)
+    counts = counts.scatter_add_(0, slots, torch.ones_like(slots))[:n_groups]
     starts = counts.cumsum(0) - counts
-    position = (probabilities * (counts[:, None] - 1)).clamp_min(0)
+    position = torch.stack([(counts - 1).clamp_min(0) * q for q in probabilities], dim=1)
     low, high = position.floor().long(), position.ceil().long()
     last = len(ordered) - 1  # an empty group may start past the end; its (unused) reads stay in range
     below, above = ordered[(starts[:, None] + low).clamp_max(last)], ordered[(starts[:, None] + high).clamp_max(last)]

@@ -199,7 +199,7 @@ def test_grouped_quantiles_interpolate_like_numpy_and_an_empty_group_reads_one(s
     values[:20] = 1.0  # ties
     groups = torch.tensor(rng.choice([0, 1, 3, 5], 200, p=[0.5, 0.3, 0.1, 0.1]))  # no 2; 5: no group at all
     groups[rng.integers(200)] = 4  # a group of one
-    probabilities = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])
+    probabilities = [0.0, 0.1, 0.5, 0.9, 1.0]
     got, counts = loss_metrics.grouped_quantiles(values, groups, 5, probabilities)
     for group in range(5):
         members = values.numpy()[groups.numpy() == group]
@@ -207,12 +207,12 @@ def test_grouped_quantiles_interpolate_like_numpy_and_an_empty_group_reads_one(s
         if len(members) == 0:
             assert torch.equal(got[group], torch.ones(5))
         else:
-            np.testing.assert_allclose(got[group].numpy(), np.quantile(members, probabilities.numpy()), rtol=1e-6)
+            np.testing.assert_allclose(got[group].numpy(), np.quantile(members, probabilities), rtol=1e-6)
 
 
 def test_an_empty_last_group_reads_one_when_every_value_is_in_a_group():
     values = torch.tensor([0.5, 2.0, 1.5])
-    got, counts = loss_metrics.grouped_quantiles(values, torch.tensor([0, 0, 1]), 3, torch.tensor([0.5, 1.0]))
+    got, counts = loss_metrics.grouped_quantiles(values, torch.tensor([0, 0, 1]), 3, [0.5, 1.0])
     assert counts.tolist() == [2, 1, 0]
     np.testing.assert_allclose(got.numpy(), [[1.25, 2.0], [1.5, 1.5], [1.0, 1.0]])
 
@@ -270,3 +270,36 @@ def test_a_verl_that_stopped_binding_the_policy_loss_lookup_fails_the_install(mo
     monkeypatch.setattr(losses, compat.POLICY_LOSS_LOOKUP, lambda name: None)
     with pytest.raises(RuntimeError, match="no longer binds verl's core_algos.get_policy_loss_fn by name"):
         compat.install_ppo_loss_hook()
+
+
+# What waits for the device on a GPU: reading a value (item), boolean indexing and nonzero (their
+# size), bincount (its maximum), unique, and a tensor built from host numbers (a copy to the device).
+SYNCING = ("_local_scalar_dense", "nonzero", "masked_select", "bincount", "unique", "lift_fresh")
+
+
+def test_the_figures_are_computed_without_a_host_sync_until_the_one_that_reads_them():
+    """The ops gradient_figures and the aggregation weights dispatch, recorded on the CPU: none of
+    them waits for the device (measure() then reads all 22 figures with one tolist)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            indices = args[1] if func is torch.ops.aten.index.Tensor else []
+            boolean = any(index is not None and index.dtype == torch.bool for index in indices)
+            self.ops.append("bool index" if boolean else str(func))
+            return func(*args, **(kwargs or {}))
+
+    data, log_prob = make_batch(bsz=8, resp_len=12, seed=2, padding=0.0)
+    mask = data["response_mask"].bool()
+    inputs = dict(log_prob=log_prob.detach(), old_log_prob=data["old_log_probs"], advantages=data["advantages"],
+                  response_mask=mask, rollout_is_weights=None)  # fmt: skip
+    info = {"dp_size": 1, "batch_num_tokens": int(mask.sum()), "global_batch_size": 8, "loss_scale_factor": None}
+    with Recorder() as recorder:
+        weights = compat.aggregation_weights("sapo", "token-mean", mask, info)
+        loss_metrics.gradient_figures(torch.randn(mask.shape), weights, **inputs)
+    assert len(recorder.ops) > 50  # the recorder sees the work
+    assert not [op for op in recorder.ops if op == "bool index" or any(name in op for name in SYNCING)]
