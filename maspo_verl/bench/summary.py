@@ -302,8 +302,9 @@ def check_replicate(pairs: dict, power_figures: dict, figure: str) -> dict:
     floor = (f"; its sd {row['std']:.3f} is the noise floor (the compared presets' pooled sd: "
              f"{'-' if pooled is None else f'{pooled:.3f}'})")  # fmt: skip
     return {"check": name, "passed": bool(low <= 0 <= high and not identical),
-            "detail": f"Δ final acc vs grpo {_signed(row)}, 95% CI [{low:+.3f}, {high:+.3f}] (needs 0 inside"
-                      f"{', and differences that are not all 0: they are' if identical else ''}){floor}"}  # fmt: skip
+            "detail": f"Δ final acc vs grpo {_signed(row)}, 95% CI [{low:+.3f}, {high:+.3f}] (needs 0 inside, and "
+                      "differences that are not all 0" + ("; every one is 0: the two runs did not sample "
+                      "independently" if identical else "") + f"){floor}"}  # fmt: skip
 
 
 def check_harm(pairs: dict, figure: str) -> dict:
