@@ -8,10 +8,17 @@ assumption as soon as an installed verl differs, instead of failing later or sil
   ``verl.workers.engine_workers`` (``partial(ppo_loss, config=...)`` in ``init_model``) and in
   ``verl.trainer.distillation.losses``. We replace that name in those modules with
   ``maspo_verl.hook.hooked_ppo_loss(ppo_loss)``; the engine workers build their loss function
-  after our plugin ran (``import verl`` loads it), so they bind the wrapper.
+  after our plugin ran (``import verl`` loads it), so they bind the wrapper. ``ppo_loss`` finds
+  the policy loss through ``get_policy_loss_fn``, bound by name in its module; we bind
+  ``maspo_verl.hook.measured_lookup(get_policy_loss_fn)`` there, so that every policy loss
+  (verl's and ours) is measured the same way (``maspo_verl.loss_metrics``).
+* ``aggregation_weights``: how much ``agg_loss`` weighs each token, for the loss-side metrics;
+  it knows which of verl 0.9.1's losses ignore the actor's ``loss_agg_mode`` (``sapo`` always
+  aggregates seq-mean-token-mean; ``geo_mean`` takes the plain mean of each sequence's token
+  mean over the micro-batch, without the global batch sizes).
 * ``padded_response`` / ``to_data_layout``: verl's padding helpers for the engine's
   no-padding (jagged) micro-batches.
-* ``mean_metric``: verl's ``Metric`` with mean aggregation over micro-batches and ranks.
+* ``verl_metric``: verl's ``Metric``, aggregated over micro-batches and ranks.
 * ``rollout_adapter_registry`` / ``replica_loader``: verl 0.9.1 has two rollout registries. The
   worker-side one, ``verl.workers.rollout.base._ROLLOUT_REGISTRY``, is a private dict keyed by
   ``(name, mode)`` with the adapter's dotted path as value (no public API); the trainer-side
@@ -43,6 +50,7 @@ import torch
 PPO_LOSS_HOME = "verl.workers.utils.losses"
 PPO_LOSS_USERS = ("verl.workers.engine_workers", "verl.trainer.distillation.losses")
 PPO_LOSS_PARAMETERS = ["config", "model_output", "data", "dp_group"]
+POLICY_LOSS_LOOKUP = "get_policy_loss_fn"  # how PPO_LOSS_HOME's ppo_loss finds the policy loss
 
 
 def install_ppo_loss_hook() -> None:
@@ -72,6 +80,43 @@ def install_ppo_loss_hook() -> None:
                 f"maspo-verl: {name}.ppo_loss is not verl's {PPO_LOSS_HOME}.ppo_loss; refusing to wrap it"
             )
         module.ppo_loss = wrapper
+    _install_measured_lookup(home)
+
+
+def _install_measured_lookup(home) -> None:
+    """Bind ``measured_lookup(get_policy_loss_fn)`` where verl's ppo_loss looks its policy loss up."""
+    from verl.trainer.ppo import core_algos
+
+    from .hook import measured_lookup
+
+    bound = getattr(home, POLICY_LOSS_LOOKUP, None)
+    if getattr(bound, "_maspo_verl_hook", False):
+        return
+    if bound is not core_algos.get_policy_loss_fn:
+        raise RuntimeError(
+            f"maspo-verl: {PPO_LOSS_HOME} no longer binds verl's core_algos.{POLICY_LOSS_LOOKUP} by name; the "
+            "loss-side metrics (actor/pg_weight/*, actor/ratio/*) cannot see the policy loss"
+        )
+    setattr(home, POLICY_LOSS_LOOKUP, measured_lookup(bound))
+
+
+# verl 0.9.1's losses that do not aggregate with the actor's loss_agg_mode: (their mode, whether
+# they scale by the global batch sizes as agg_loss does). See their code in core_algos.py.
+OWN_AGGREGATION = {"sapo": ("seq-mean-token-mean", True), "geo_mean": ("seq-mean-token-mean", False)}
+
+
+def aggregation_weights(loss_mode: str, loss_agg_mode: str, mask: torch.Tensor, global_batch_info: dict):
+    """d(aggregated loss) / d(loss of token t), per token: verl's ``agg_loss`` is linear in the loss
+    matrix, so its gradient at zero is each token's weight (1/tokens for token-mean, 1/(sequences x
+    length) for seq-mean-token-mean, ... times dp_size), whatever the loss."""
+    from verl.trainer.ppo.core_algos import agg_loss
+
+    mode, global_sizes = OWN_AGGREGATION.get(loss_mode, (loss_agg_mode, True))
+    with torch.enable_grad():
+        matrix = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device, requires_grad=True)
+        total = agg_loss(matrix, mask, mode, **(global_batch_info if global_sizes else {}))
+        (weights,) = torch.autograd.grad(total, matrix)
+    return weights
 
 
 def padded_response(tensor: torch.Tensor, data) -> torch.Tensor:
@@ -90,10 +135,11 @@ def to_data_layout(padded: torch.Tensor, like: torch.Tensor, response_mask: torc
     return response_to_nested(padded.to(like.dtype), response_mask)
 
 
-def mean_metric(value: float):
-    from verl.utils.metric import AggregationType, Metric
+def verl_metric(value: float, aggregation: str = "mean"):
+    """verl's ``Metric``, averaged over micro-batches and ranks (or "max" / "min" over them)."""
+    from verl.utils.metric import Metric
 
-    return Metric(value=value, aggregation=AggregationType.MEAN)
+    return Metric(value=value, aggregation=aggregation)
 
 
 ROLLOUT_ADAPTER_REGISTRY = "verl.workers.rollout.base._ROLLOUT_REGISTRY"

@@ -10,7 +10,13 @@ knows the data-parallel group, but hands neither to the policy loss. The wrapper
   maspo, dac, ...), using the entropy from the same forward pass (no second one);
 * exposes the data-parallel group to our losses for the duration of the call
   (``current_call()``), for statistics summed over the group (BAPO);
-* adds the shaper's metrics as ``actor/shaper/<name>/<metric>``.
+* measures the policy loss, whichever it is, from its own gradient (``maspo_verl.loss_metrics``:
+  the share of policy-gradient weight it removes relative to -A * rho, the ratio per quadrant):
+  ``measured_lookup`` hands ``ppo_loss`` the policy loss with a zero tensor added to its
+  log-probs, and the gradient of the returned loss with respect to that zero is the loss's
+  per-token gradient. Adding a zero changes neither the loss nor the gradient the model gets;
+* adds the shaper's metrics as ``actor/shaper/<name>/<metric>``, and the loss's as
+  ``actor/pg_weight/*`` and ``actor/ratio/*``.
 
 It fails loudly rather than silently: a shaper that needs the entropy raises when verl
 computed none, and a loss that needs the group raises when the wrapper was bypassed.
@@ -37,6 +43,7 @@ class LossCall:
 
     dp_group: Any = None
     joined_sum: JoinedSum = field(default_factory=JoinedSum)
+    loss_metrics: dict = field(default_factory=dict)  # {name: (value, aggregation)} of the policy loss
 
 
 _CALL: contextvars.ContextVar[Optional[LossCall]] = contextvars.ContextVar("maspo_verl_loss_call", default=None)
@@ -55,18 +62,54 @@ def hooked_ppo_loss(verl_ppo_loss):
     def ppo_loss(config, model_output, data, dp_group=None):
         data, shaper_metrics = shape_advantages(config, model_output, data)
         joined = _JOINED_SUMS.setdefault(id(dp_group), JoinedSum())
-        token = _CALL.set(LossCall(dp_group=dp_group, joined_sum=joined))
+        call = LossCall(dp_group=dp_group, joined_sum=joined)
+        token = _CALL.set(call)
         try:
             loss, metrics = verl_ppo_loss(config, model_output, data, dp_group)
         finally:
             _CALL.reset(token)
-        if shaper_metrics:
-            metrics.update(_as_verl_metrics(shaper_metrics))
+        metrics.update({name: _verl_metric(value) for name, value in shaper_metrics.items()})
+        metrics.update({name: _verl_metric(value, how) for name, (value, how) in call.loss_metrics.items()})
         return loss, metrics
 
     ppo_loss._maspo_verl_hook = True
     ppo_loss._maspo_verl_wrapped = verl_ppo_loss
     return ppo_loss
+
+
+def measured_lookup(verl_lookup):
+    """Wrap verl's ``get_policy_loss_fn``: inside a hooked ``ppo_loss`` call, the policy loss it
+    returns is measured (``maspo_verl.loss_metrics``); outside one, it is verl's own function."""
+
+    @functools.wraps(verl_lookup)
+    def get_policy_loss_fn(loss_mode):
+        policy_loss = verl_lookup(loss_mode)
+        call = current_call()
+        if call is None:
+            return policy_loss
+        return functools.partial(_measured_policy_loss, policy_loss, loss_mode, call)
+
+    get_policy_loss_fn._maspo_verl_hook = True
+    get_policy_loss_fn._maspo_verl_wrapped = verl_lookup
+    return get_policy_loss_fn
+
+
+def _measured_policy_loss(policy_loss, loss_mode, call: LossCall, **inputs):
+    """The policy loss on ``log_prob + probe`` (probe: zeros with a gradient), then its figures."""
+    if not torch.is_grad_enabled():
+        return policy_loss(**inputs)
+    from . import loss_metrics
+    from .compat import aggregation_weights
+
+    probe = torch.zeros_like(inputs["log_prob"], requires_grad=True)
+    pg_loss, metrics = policy_loss(**{**inputs, "log_prob": inputs["log_prob"] + probe})
+    config = inputs.get("config")
+    weights = aggregation_weights(
+        loss_mode, inputs.get("loss_agg_mode", "token-mean"), inputs["response_mask"].bool(),
+        getattr(config, "global_batch_info", None) or {},
+    )  # fmt: skip
+    call.loss_metrics = loss_metrics.measure(pg_loss, probe, weights, inputs)
+    return pg_loss, metrics
 
 
 def shape_advantages(config, model_output, data):
@@ -105,7 +148,7 @@ def shape_advantages(config, model_output, data):
     return data, {prefix + key: value for key, value in zip(metrics, host)}
 
 
-def _as_verl_metrics(metrics: dict) -> dict:
-    from .compat import mean_metric
+def _verl_metric(value: float, aggregation: str = "mean"):
+    from .compat import verl_metric
 
-    return {name: mean_metric(value) for name, value in metrics.items()}
+    return verl_metric(value, aggregation)

@@ -9,6 +9,7 @@ MASPO_METRICS = [
     "actor/maspo/sigma_pos_mean",
     "actor/maspo/sigma_neg_mean",
     "actor/maspo/clip_frac_ppo",
+    "actor/maspo/dual_clip_frac",
     "actor/maspo/nonfinite_tokens",
     "actor/maspo/nonfinite_calls",
 ]

@@ -15,12 +15,21 @@ import time
 from pathlib import Path
 
 import pytest
+from scipy.stats import t as student
 
 from maspo_verl.bench import stats
+from maspo_verl.bench.__main__ import exit_status
 from maspo_verl.bench.summary import (
-    damped_share,
+    LEARNS_BY,
+    MAX_MDD,
+    check_harm,
+    check_learns,
+    check_pipeline,
+    check_power,
+    check_replicate,
+    failed_checks,
     held_out_curve,
-    instrument_checks,
+    mark_findings,
     markdown,
     paired,
     power,
@@ -101,18 +110,26 @@ def test_chain_problem_question_layout():
 def test_plan_is_seed_major_has_the_controls_and_rejects_bad_settings():
     specs = plan(["grpo", "maspo"], [0, 1, 2, 3], ["standard"], 4, 2)
     assert [s.name for s in specs] == [
-        "standard/grpo/seed0", "standard/maspo/seed0", "standard/lr0/seed0", "standard/no_trust_region/seed0",
-        "standard/grpo/seed1", "standard/maspo/seed1", "standard/no_trust_region/seed1",  # lr0: one seed
-        "standard/grpo/seed2", "standard/maspo/seed2", "standard/no_trust_region/seed2",  # the harm control: three
-        "standard/grpo/seed3", "standard/maspo/seed3",
+        "standard/grpo/seed0", "standard/maspo/seed0", "standard/lr0/seed0", "standard/replicate/seed0",
+        "standard/no_trust_region/seed0",
+        "standard/grpo/seed1", "standard/maspo/seed1", "standard/replicate/seed1",  # lr0: one seed
+        "standard/no_trust_region/seed1",
+        "standard/grpo/seed2", "standard/maspo/seed2", "standard/replicate/seed2",  # the harm control: three
+        "standard/no_trust_region/seed2",
+        "standard/grpo/seed3", "standard/maspo/seed3", "standard/replicate/seed3",  # the replicate: every seed
     ]  # fmt: skip
     overrides = specs[0].overrides()
     assert "algorithm=grpo" in overrides and "data.seed=0" in overrides and "+kit=tiny_cpu" in overrides
+    assert "actor_rollout_ref.rollout.seed=0" in overrides
     assert (
         "trainer.test_freq=-1" in overrides and "trainer.save_freq=2" in overrides
     )  # the probe, not verl's validation
-    control = specs[3].overrides()
+    control = specs[4].overrides()
     assert "algorithm=grpo" in control and control[-4:] == list(CONTROLS["no_trust_region"][1])
+    # the replicate: grpo, the same data order, another sampling seed (no other run's)
+    replicate, grpo = specs[7].overrides(), specs[5].overrides()
+    assert replicate != grpo and "data.seed=1" in replicate and "actor_rollout_ref.rollout.seed=10001" in replicate
+    assert [o for o in replicate if "rollout.seed" not in o] == [o for o in grpo if "rollout.seed" not in o]
     assert [s.name for s in plan(["grpo"], [0], ["standard"], 4, 2, controls=False)] == ["standard/grpo/seed0"]
     assert plan(["grpo"], [0], ["standard"], 4, 2, task="chain")[0].overrides()[0] == "+kit=chain_cpu"
     assert plan(["grpo"], [0], ["standard"], 25, 10)[0].probe_steps() == [10, 20, 25]
@@ -177,34 +194,29 @@ def test_held_out_curve_starts_at_the_warm_start():
     assert held_out_curve(result, WARM) == {0: (0.2, 0.01), 10: (0.4, 0.01), 20: (0.6, 0.01)}
 
 
-def test_damped_share_reads_each_mechanisms_own_metrics():
-    assert damped_share({"actor/maspo/gated_frac_pos": 0.1, "actor/maspo/gated_frac_neg": 0.05,
-                         "actor/maspo/gate_mean": 0.9}) == pytest.approx(0.15)  # fmt: skip
-    assert damped_share({"actor/dac/clip_frac_low": 0.02, "actor/dac/clip_frac_high": 0.03}) == pytest.approx(0.05)
-    assert damped_share({"actor/bapo/clip_frac_low": 0.2, "actor/bapo/clip_frac_high": 0.0}) == pytest.approx(0.2)
-    assert damped_share({"actor/pg_clipfrac": 0.07}) == 0.07
-    assert damped_share({"critic/score/mean": 1.0}) is None
-
-
-def _fake_run(out: Path, regime, preset, seed, accuracies, status="done"):
-    """A finished run: verl's metrics for 8 steps and probes at steps 4 and 8."""
+def _fake_run(out: Path, regime, preset, seed, accuracies, status="done", write=False):
+    """A finished run: verl's metrics for 8 steps and probes at steps 4 and 8 (with `write`, its
+    result.json too, as the sweep leaves it)."""
     run_dir = out / regime / preset / f"seed{seed}"
     run_dir.mkdir(parents=True)
     result = {"run": {"regime": regime, "preset": preset, "seed": seed}, "status": status}
     if status != "done":
         result["error"] = "RuntimeError: boom"
-        return result
-    lines = []
-    for step in range(1, 9):
-        lines.append({"step": step, "data": {"critic/score/mean": 0.1 * step, "actor/entropy": 1.0 / step,
-                                             "response_length/mean": 10.0 + step, "timing_s/step": 1.0 + seed,
-                                             "actor/pg_clipfrac": 0.01 * step,
-                                             "training/rollout_probs_diff_max": 1e-6 * step}})  # fmt: skip
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    probes = {str(step): _probe(acc) for step, acc in zip((4, 8), accuracies)}
-    final = probes["8"]
-    result.update(probes=probes, final_sampled_acc=final["sampled_acc"], final_sampled_acc_se=0.01,
-                  final_greedy_acc=final["greedy_acc"], final_greedy_acc_se=0.02, final_pass_at_k=final["pass_at_k"])  # fmt: skip
+    else:
+        lines = []
+        for step in range(1, 9):
+            lines.append({"step": step, "data": {"critic/score/mean": 0.1 * step, "actor/entropy": 1.0 / step,
+                                                 "response_length/mean": 10.0 + step, "timing_s/step": 1.0 + seed,
+                                                 "actor/pg_weight/removed": 0.01 * step,
+                                                 "actor/pg_weight/neg_above_share": 0.02 * step,
+                                                 "training/rollout_probs_diff_max": 1e-6 * step}})  # fmt: skip
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        probes = {str(step): _probe(acc) for step, acc in zip((4, 8), accuracies)}
+        final = probes["8"]
+        result.update(probes=probes, final_sampled_acc=final["sampled_acc"], final_sampled_acc_se=0.01,
+                      final_greedy_acc=final["greedy_acc"], final_greedy_acc_se=0.02, final_pass_at_k=final["pass_at_k"])  # fmt: skip
+    if write:
+        (run_dir / "result.json").write_text(json.dumps(result))
     return result
 
 
@@ -226,7 +238,9 @@ def test_summary_figures_spread_and_pairing_against_grpo(tmp_path):
     assert grpo["best_acc"] == pytest.approx(0.6) and grpo["steps_to_target"] == 8
     assert block["runs"]["grpo"]["1"]["steps_to_target"] is None
     assert grpo["entropy_end"] == pytest.approx((1 / 7 + 1 / 8) / 2)  # the last quarter of 8 steps
-    assert grpo["damped_share"] == pytest.approx(0.045) and grpo["mismatch"] == pytest.approx(8e-6)
+    # the loss-side figures: the mean over every step
+    assert grpo["weight_removed"] == pytest.approx(0.045) and grpo["neg_above_share"] == pytest.approx(0.09)
+    assert grpo["mismatch"] == pytest.approx(8e-6)
     assert block["presets"]["grpo"]["final_sampled_acc"]["mean"] == pytest.approx(0.5)
     assert block["presets"]["grpo"]["final_sampled_acc"]["std"] == pytest.approx(statistics.stdev([0.6, 0.4]))
     assert block["presets"]["dapo"]["failed_seeds"] == [0] and block["presets"]["dapo"]["seeds"] == []
@@ -237,47 +251,217 @@ def test_summary_figures_spread_and_pairing_against_grpo(tmp_path):
     assert pair["final_sampled_acc"]["se"] == pytest.approx(statistics.stdev(diffs) / math.sqrt(2))
     half = 12.706205 * statistics.stdev(diffs) / math.sqrt(2)  # t_{0.975, 1}
     assert pair["final_sampled_acc"]["ci"] == pytest.approx([0.075 - half, 0.075 + half], rel=1e-5)
-    # across regimes (one here): the IQM over maspo's three runs; P(maspo beats grpo) by counting
-    across = summary["across_regimes"]["presets"]
-    assert across["maspo"]["iqm"] == pytest.approx(stats.iqm([0.7, 0.45, 0.9]))
+    # t = mean / se on 1 degree of freedom: p = 1 - 2 atan(|t|) / pi (the Cauchy distribution)
+    t = 0.075 / (statistics.stdev(diffs) / math.sqrt(2))
+    assert pair["final_sampled_acc"]["p"] == pytest.approx(1 - 2 * math.atan(t) / math.pi, rel=1e-6)
+    # one comparison in the family: Holm changes nothing, and the instrument failed: no finding
+    assert pair["final_sampled_acc"]["p_holm"] == pytest.approx(pair["final_sampled_acc"]["p"])
+    assert pair["final_sampled_acc"]["finding"] is False
+    # this regime's runs: the IQM over maspo's three runs (too few for a bootstrap interval)
+    aggregates = block["aggregates"]["presets"]
+    assert aggregates["maspo"]["iqm"] == pytest.approx(stats.iqm([0.7, 0.45, 0.9]))
+    assert aggregates["maspo"]["iqm_ci"]["low"] is None and "too few" in aggregates["maspo"]["iqm_ci"]["note"]
     wins = sum(1.0 if m > g else 0.5 if m == g else 0.0 for m in (0.7, 0.45, 0.9) for g in (0.6, 0.4))
-    assert across["maspo"]["p_improve"] == pytest.approx(wins / 6)
+    assert aggregates["maspo"]["p_improve"] == pytest.approx(wins / 6)
     text = markdown(summary)
     assert "| dapo | 0 |" in text and "seed 0 |" in text  # the failed run is in the table
     assert "| maspo | 2 | +0.075 ± 0.025 |" in text
     assert "| grpo | 2 | 0.500 ± 0.100 |" in text  # mean ± standard error over seeds
     assert "| maspo | 1 | 0.450 ± 0.010 | 0.550 ± 0.020 | 0: 0.200, 4: 0.400, 8: 0.450 |" in text
+    assert "| maspo | 3 | 0.683 | - (3 runs: too few for a bootstrap interval (needs 6)) |" in text
     assert "Warm start (step 0 of every curve): held-out accuracy 0.200 ± 0.010" in text
+    assert "0.00 [0.00, 0.00]" not in text
 
 
-def test_power_pools_the_paired_spread_over_presets_but_not_the_controls():
+def _regime(tmp_path, accuracies: dict, regime="standard"):
+    """summarize() over fake runs: {preset: [final accuracy per seed]}."""
+    results = {f"{preset}{seed}": _fake_run(tmp_path, regime, preset, seed, (acc - 0.1, acc))
+               for preset, values in accuracies.items() for seed, acc in enumerate(values)}  # fmt: skip
+    return summarize(results, tmp_path, warm=WARM, target=0.5)
+
+
+def test_holm_decides_the_findings_and_its_intervals_match_the_decisions(tmp_path):
+    """Three presets against grpo on 8 seeds, and every control passing its check: the adjusted
+    p-values by hand (Holm), the interval at each one's Holm level from the t quantile, findings
+    only where the adjusted p is below 0.05."""
+    rng = random.Random(0)
+    grpo = [0.7 + rng.gauss(0, 0.02) for _ in range(8)]
+    shifts = {"maspo": -0.06, "sapo": -0.03, "dapo": 0.004}
+    accuracies = {"grpo": grpo, **{p: [g + shift + rng.gauss(0, 0.02) for g in grpo] for p, shift in shifts.items()},
+                  "lr0": [WARM["sampled_acc"]], "replicate": [g + rng.gauss(0, 0.02) for g in grpo],
+                  "no_trust_region": [g - 0.2 for g in grpo[:3]]}  # fmt: skip
+    accuracies["no_trust_region"][1] -= 0.01  # some spread
+    summary = _regime(tmp_path, accuracies)
+    block = summary["regimes"]["standard"]
+    checks = {c["check"].split(" (")[0].split(":")[0]: c["passed"] for c in block["checks"]}
+    assert all(checks.values()), block["checks"]
+    rows = {p: block["paired"][p]["final_sampled_acc"] for p in shifts}
+    raw = {p: row["p"] for p, row in rows.items()}
+    order = sorted(raw, key=raw.get)
+    expected, running = {}, 0.0
+    for rank, preset in enumerate(order):
+        running = max(running, min(1.0, (3 - rank) * raw[preset]))
+        expected[preset] = running
+    for rank, preset in enumerate(order):
+        row = rows[preset]
+        assert row["p_holm"] == pytest.approx(expected[preset]) and row["family"] == 3
+        assert row["holm_level"] == pytest.approx(1 - 0.05 / (3 - rank))
+        n, mean, sd = 8, statistics.fmean(row["values"]), statistics.stdev(row["values"])
+        half = student.ppf(1 - 0.05 / (3 - rank) / 2, n - 1) * sd / math.sqrt(n)
+        assert row["ci_holm"] == pytest.approx([mean - half, mean + half], rel=1e-9)
+        assert row["finding"] == (expected[preset] < 0.05)
+        excludes_zero = row["ci_holm"][1] < 0 or row["ci_holm"][0] > 0
+        assert excludes_zero == (raw[preset] < 0.05 / (3 - rank))
+    assert rows["maspo"]["finding"] and not rows["dapo"]["finding"]
+    assert "p_holm" not in block["paired"]["replicate"]["final_sampled_acc"]
+    text = markdown(summary)
+    assert "INSTRUMENT CHECK FAILED" not in text and "| maspo | 8 |" in text and "**finding**" in text
+    assert exit_status(summary) == 0
+
+
+def test_the_minimal_detectable_difference_is_per_comparison_at_the_seeds_it_pairs(tmp_path):
+    """maspo pairs 3 seeds with grpo, dapo 2 (its third run failed): the power check reads the
+    weakest comparison, not every seed any preset finished; the controls are not pooled."""
     pairs = {
         "maspo": {"final_sampled_acc": {"values": [0.01, 0.03, 0.02]}},
         "dapo": {"final_sampled_acc": {"values": [-0.02, 0.0]}},
         "no_trust_region": {"final_sampled_acc": {"values": [-0.3, 0.1]}},  # a control: left out
     }
-    figures = power(pairs, seeds=3)
+    figures = power(pairs, "final_sampled_acc")
     expected_sd = math.sqrt(((0.01 - 0.02) ** 2 + 0 + (0.03 - 0.02) ** 2 + 2 * 0.01**2) / (2 + 1))
     assert figures["sd"] == pytest.approx(expected_sd)
-    assert figures["mdd"] == pytest.approx(stats.minimal_detectable_difference(expected_sd, 3))
-    assert figures["by_seeds"]["5"] < figures["mdd"]
+    assert figures["comparisons"]["maspo"]["mdd"] == pytest.approx(stats.minimal_detectable_difference(expected_sd, 3))
+    assert figures["comparisons"]["dapo"]["mdd"] == pytest.approx(stats.minimal_detectable_difference(expected_sd, 2))
+    assert (
+        figures["weakest"] == "dapo"
+        and figures["seeds"] == 2
+        and figures["mdd"] == figures["comparisons"]["dapo"]["mdd"]
+    )
+    assert pairs["maspo"]["final_sampled_acc"]["mdd"] < pairs["dapo"]["final_sampled_acc"]["mdd"]
+    assert "mdd" not in pairs["no_trust_region"]["final_sampled_acc"]
+    assert figures["by_seeds"]["5"] < figures["comparisons"]["maspo"]["mdd"]
 
 
-def _checks(grpo_gains, lr0_gains, harm_differences, sd):
-    runs = {"grpo": {s: {"gain": g} for s, g in enumerate(grpo_gains)},
-            "lr0": {s: {"gain": g} for s, g in enumerate(lr0_gains)}}  # fmt: skip
-    low, high = stats.paired_t_ci(harm_differences)[1:]
-    pairs = {"no_trust_region": {"final_sampled_acc": {**spread(harm_differences), "ci": [low, high]}}}
-    power_figures = {"mdd": stats.minimal_detectable_difference(sd, 3), "sd": sd, "seeds": 3}
-    return {c["check"].split(" (")[0].split(":")[0]: c["passed"]
-            for c in instrument_checks(runs, pairs, power_figures, WARM)}  # fmt: skip
+# t_{0.975, 2}, from printed tables: a 3-value sample m + (-a, 0, a) has sd a and 95% half-width T2 a / sqrt(3)
+T2 = 4.302653
 
 
-def test_the_instrument_checks_pass_and_fail_on_their_thresholds():
-    good = _checks([0.25, 0.3, 0.28], [0.0, 0.0, 0.01], [-0.2, -0.25, -0.18], sd=0.01)
-    assert good == {"grpo learns": True, "negative control": True, "harm control": True, "power": True}
-    bad = _checks([0.25, 0.05, 0.28], [0.0, 0.05, 0.0], [-0.2, 0.1, -0.1], sd=0.05)
-    assert bad == {"grpo learns": False, "negative control": False, "harm control": False, "power": False}
+def _three_with_low(low: float, a: float = 0.01) -> list:
+    """Three paired differences whose 95% t interval starts at `low` (to the table's precision)."""
+    mean = low + T2 * a / math.sqrt(3)
+    return [mean - a, mean, mean + a]
+
+
+def _three_with_high(high: float, a: float = 0.01) -> list:
+    mean = high - T2 * a / math.sqrt(3)
+    return [mean - a, mean, mean + a]
+
+
+def _pair_row(values):
+    test = stats.paired_t(values)
+    return {**spread(values), "ci": [test.low, test.high], "values": values, "p": test.p}
+
+
+EPS = 1e-5  # beyond the 6 digits of the printed t quantile
+
+
+@pytest.mark.parametrize("gain, passes", [(LEARNS_BY + 1e-9, True), (LEARNS_BY, True), (LEARNS_BY - 1e-9, False)])
+def test_grpo_learns_at_its_threshold(gain, passes):
+    assert check_learns({"grpo": {0: {"gain": 0.3}, 1: {"gain": gain}}})["passed"] is passes
+
+
+def test_the_pipeline_check_needs_the_warm_starts_answers_exactly():
+    half_answer = 0.5 / (WARM["prompts"] * WARM["samples"])  # 1/320
+    for gain, passes in [(0.0, True), (half_answer - 1e-9, True), (-(half_answer - 1e-9), True),
+                         (half_answer + 1e-9, False), (-(half_answer + 1e-9), False), (2 * half_answer, False)]:  # fmt: skip
+        assert check_pipeline({"lr0": {0: {"gain": gain}}}, WARM)["passed"] is passes, gain
+    assert check_pipeline({}, WARM) == {"check": "pipeline check (lr 0 reproduces the warm start)", "passed": False,
+                                        "detail": "not run (--no-controls, or every run failed)"}  # fmt: skip
+
+
+@pytest.mark.parametrize("low, passes", [(-EPS, True), (EPS, False)])
+def test_the_replicate_interval_must_contain_zero_at_its_lower_edge(low, passes):
+    values = _three_with_low(low)
+    row = _pair_row(values)
+    assert row["ci"][0] == pytest.approx(low, abs=EPS / 10)
+    assert (
+        check_replicate({"replicate": {"final_sampled_acc": row}}, {"sd": 0.02}, "final_sampled_acc")["passed"]
+        is passes
+    )
+
+
+@pytest.mark.parametrize("high, passes", [(EPS, True), (-EPS, False)])
+def test_the_replicate_interval_must_contain_zero_at_its_upper_edge(high, passes):
+    row = _pair_row(_three_with_high(high))
+    assert (
+        check_replicate({"replicate": {"final_sampled_acc": row}}, {"sd": 0.02}, "final_sampled_acc")["passed"]
+        is passes
+    )
+
+
+def test_a_replicate_that_reproduces_grpo_exactly_fails():
+    """Differences of exactly 0 on every seed: the replicate did not sample independently, so it
+    measures no noise (its interval [0, 0] contains 0, and still the check fails)."""
+    check = check_replicate({"replicate": {"final_sampled_acc": _pair_row([0.0, 0.0, 0.0])}}, {"sd": 0.02},
+                            "final_sampled_acc")  # fmt: skip
+    assert not check["passed"] and "not all 0" in check["detail"]
+    one_seed = check_replicate(
+        {"replicate": {"final_sampled_acc": _pair_row([0.01])}}, {"sd": None}, "final_sampled_acc"
+    )
+    assert not one_seed["passed"] and "needs at least 2" in one_seed["detail"]
+
+
+@pytest.mark.parametrize("high, passes", [(-EPS, True), (EPS, False)])
+def test_the_harm_control_must_come_out_below_zero_at_its_edge(high, passes):
+    row = _pair_row(_three_with_high(high))
+    assert row["ci"][1] == pytest.approx(high, abs=EPS / 10)
+    assert check_harm({"no_trust_region": {"final_sampled_acc": row}}, "final_sampled_acc")["passed"] is passes
+
+
+@pytest.mark.parametrize(
+    "mdd, passes", [(MAX_MDD - 1e-9, True), (MAX_MDD, True), (MAX_MDD + 1e-9, False), (None, False)]
+)
+def test_the_power_check_at_its_threshold(mdd, passes):
+    figures = {"mdd": mdd, "sd": 0.02, "seeds": 8, "weakest": "maspo"}
+    assert check_power(figures)["passed"] is passes
+
+
+@pytest.mark.parametrize("p_holm, checks, finding", [(0.05 - 1e-9, True, True), (0.05, True, False),
+                                                     (0.05 + 1e-9, True, False), (0.001, False, False),
+                                                     (0.001, None, None)])  # fmt: skip
+def test_a_finding_needs_a_holm_p_below_alpha_and_the_checks_passed(p_holm, checks, finding):
+    pairs = {"maspo": {"final_sampled_acc": {"p_holm": p_holm}}, "replicate": {"final_sampled_acc": {"p_holm": 0.0}}}
+    mark_findings(pairs, "final_sampled_acc", checks)
+    assert pairs["maspo"]["final_sampled_acc"]["finding"] is finding
+    assert "finding" not in pairs["replicate"]["final_sampled_acc"]  # a control is never a finding
+
+
+def test_a_failed_check_gives_a_banner_above_the_comparisons_and_exit_status_3(tmp_path):
+    summary = _regime(tmp_path, {"grpo": [0.7, 0.72, 0.69], "maspo": [0.5, 0.52, 0.48]}, regime="stress")
+    failed = failed_checks(summary)
+    assert "stress" in failed and "pipeline check (lr 0 reproduces the warm start)" in failed["stress"]
+    text = markdown(summary)
+    assert text.startswith("> **INSTRUMENT CHECK FAILED** (regime `stress`: ")
+    section = text.index("### Regime `stress`")
+    assert section < text.index("> **INSTRUMENT CHECK FAILED**", section) < text.index("Paired with")
+    assert "no (instrument failed)" in text  # maspo's -0.2 is significant, and still not a finding
+    assert exit_status(summary) == 3
+    summary["regimes"]["stress"]["presets"]["maspo"]["failed_seeds"] = [3]
+    assert exit_status(summary) == 1  # a failed run first: the sweep is not complete
+
+
+def test_report_only_exits_3_and_ends_with_the_banner_when_a_check_fails(tmp_path):
+    (tmp_path / "warm_start_add.json").write_text(json.dumps(WARM))
+    for preset, values in {"grpo": [0.7, 0.72], "maspo": [0.5, 0.52]}.items():
+        for seed, acc in enumerate(values):
+            _fake_run(tmp_path, "standard", preset, seed, (acc - 0.1, acc), write=True)
+    result = subprocess.run([sys.executable, "-m", "maspo_verl.bench", "--presets", "grpo,maspo", "--seeds", "0,1",
+                             "--no-controls", "--report-only", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("> **INSTRUMENT CHECK FAILED** (regime `standard`")
+    assert "FAIL: pipeline check (lr 0 reproduces the warm start): not run" in result.stdout
+    assert (tmp_path / "summary.md").read_text().startswith("> **INSTRUMENT CHECK FAILED**")
 
 
 def test_spread_of_one_value_has_no_deviation():
@@ -376,7 +560,10 @@ def test_a_recipe_sweep_is_summarised_from_the_evaluations_and_verls_validation(
     assert block["checks"] == [] and block["power"]["figure"] == "avg_at_k"
     text = markdown(summary)
     assert "### Recipe `paper_7b`" in text and "| grpo | 0 | 0.500 | aime24 0.300, math500 0.700 |" in text
-    assert "Across recipes (paper_7b)" in text
+    assert "This recipe's runs alone (never pooled with another's)" in text and "| maspo | 2 | 0.515 |" in text
+    # no instrument checks on a recipe sweep: a significant difference is only that, never a finding
+    assert block["paired"]["maspo"]["avg_at_k"]["finding"] is None
+    assert block["paired"]["maspo"]["avg_at_k"]["significant"] is False and "| no |" in text
 
 
 # ----------------------------------------------------------------------------- a real sweep (e2e)
@@ -503,3 +690,29 @@ def test_a_shard_rebuilds_the_runs_it_was_given(tmp_path, monkeypatch):
     )
     sweep._run_shard(shard_file)
     assert received == specs and all(hash(spec) for spec in received)
+
+
+@pytest.mark.parametrize("setting, value", [("sigma_base", 0.2), ("dual_clip_c", 3.0)])
+def test_the_mechanism_variants_of_maspo_pass_the_checks_that_run_before_ray(setting, value):
+    """The study's two variants, preset-free: a narrower gate and the dual clip, as --variant gives them."""
+    from hydra import compose, initialize_config_module
+    from verl.utils.config import omega_conf_to_dataclass
+
+    from maspo_verl.config import check_algorithm_config
+
+    variant = f"maspo_{setting}=maspo actor_rollout_ref.actor.policy_loss.{setting}={value}"
+    spec = plan(["grpo"], [0], ["stress"], 20, 10, variants=[variant], controls=False)[-1]
+    assert spec.preset == f"maspo_{setting}" and spec.algorithm == "maspo"
+    overrides = [o for o in spec.overrides() if not o.startswith("+kit=")]
+    with initialize_config_module(config_module="maspo_verl_configs", version_base=None):
+        config = compose("maspo_trainer", overrides=["+kit=tiny_cpu", *overrides])
+    check_algorithm_config(config)
+    policy_loss = omega_conf_to_dataclass(config.actor_rollout_ref.actor.policy_loss)
+    assert getattr(policy_loss, setting) == value
+    config.actor_rollout_ref.actor.policy_loss[setting] = 1.0 if setting == "dual_clip_c" else 0.0
+    from hydra.errors import InstantiationException  # verl builds the config with Hydra's instantiate
+
+    with pytest.raises(
+        (ValueError, InstantiationException), match=rf"policy_loss\.{setting}=.* is not allowed: it must be"
+    ):
+        omega_conf_to_dataclass(config.actor_rollout_ref.actor.policy_loss)

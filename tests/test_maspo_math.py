@@ -10,6 +10,8 @@ as docs/algorithms.md restates them), not from maspo_verl/algos/maspo.py:
     sigma_n  = m * clamp(1 / (1 - beta_neg * A), adv_low, adv_high)      (A < 0)
     g        = exp(-(rho - 1)**2 / (2 sigma**2))  if (A > 0, rho > 1) or (A < 0, rho < 1), else 1
     loss     = -A * sg(g) * rho,   d loss / d log_prob = -A * g * rho   (inside the clamp)
+    dual clip (dual_clip_c = c > 1, off at 0): where A < 0 and g * rho > c, loss = -A * c and
+               its gradient is 0
 
 The code under test computes in float32, so comparisons use tolerances derived from float32
 rounding; inputs are rounded to float32 first and the reference reads those rounded values.
@@ -71,13 +73,17 @@ def np_reference(log_prob, old_log_prob, adv, mask, p: dict) -> dict:
 
     agg_pos = pos & (rho > 1)
     agg_neg = neg & (rho < 1)
+    if p.get("two_sided"):  # the ablation: every quadrant that moved
+        agg_pos, agg_neg = pos & (log_ratio != 0), neg & (log_ratio != 0)
     agg = agg_pos | agg_neg
     sigma = np.where(agg_pos, sigma_pos, np.where(agg_neg, sigma_neg, 1.0))
     gate = np.where(agg, np.exp(-((rho - 1.0) ** 2) / (2.0 * sigma**2)), 1.0)
 
-    loss = np.where(mask, -A * gate * rho, 0.0)
+    c = p.get("dual_clip_c", 0.0)
+    dual_clipped = neg & (gate * rho > c) if c else np.zeros_like(mask)
+    loss = np.where(mask, np.where(dual_clipped, -A * c, -A * gate * rho), 0.0)
     inside = mask & (np.abs(raw_log_ratio) < 20.0)  # clamp passes the gradient inside its bounds
-    grad = np.where(inside, -A * gate * rho, 0.0)
+    grad = np.where(inside & ~dual_clipped, -A * gate * rho, 0.0)
     # The other algorithm: differentiate through g as well. dg/dr = -g (r - 1) / sigma^2 and
     # d rho / d log_prob = rho, so d(g rho)/d log_prob = rho * (g + rho * dg/dr).
     dg_dr = np.where(agg, -gate * (rho - 1.0) / sigma**2, 0.0)
@@ -95,6 +101,7 @@ def np_reference(log_prob, old_log_prob, adv, mask, p: dict) -> dict:
         agg_pos=agg_pos,
         agg_neg=agg_neg,
         gate=gate,
+        dual_clipped=dual_clipped,
         loss=loss,
         grad=grad,
         grad_through_gate=grad_through_gate,
@@ -125,6 +132,7 @@ def np_diagnostics(ref: dict, adv, mask) -> dict:
         "sigma_pos_mean": float(ref["sigma_pos"][mask & (A > 0)].mean()) if (mask & (A > 0)).any() else None,
         "sigma_neg_mean": float(ref["sigma_neg"][mask & (A < 0)].mean()) if (mask & (A < 0)).any() else None,
         "clip_frac_ppo": frac(((A > 0) & (rho > 1.2)) | ((A < 0) & (rho < 0.8))),
+        "dual_clip_frac": frac(ref["dual_clipped"]),
     }
 
 
@@ -160,6 +168,7 @@ def random_params(rng) -> dict:
         return dict(DOC_DEFAULTS)
     sigma_base = float(10 ** rng.uniform(-1.5, 0.7))
     return dict(
+        dual_clip_c=0.0 if rng.random() < 0.5 else float(rng.choice([1.05, 1.5, 3.0])),
         sigma_base=sigma_base,
         alpha=0.0 if rng.random() < 0.15 else float(rng.uniform(0.0, 1.0)),
         beta_pos=0.0 if rng.random() < 0.15 else float(rng.uniform(0.0, 0.5)),
@@ -333,7 +342,7 @@ def test_conservative_quadrants_are_never_damped(seed):
     lr32 = lp - old  # what the code will see; keep the construction honest
     assert np.all(np.where(adv > 0, lr32 <= 0, True)) and np.all(np.where(adv < 0, lr32 >= 0, True))
     mask = np.ones(shape, bool)
-    p = random_params(rng)
+    p = dict(random_params(rng), dual_clip_c=0.0)  # the dual clip bounds conservative A < 0 moves on purpose
     terms, lp_t, *_ = run_torch(lp, old, adv, mask, MASPOParams(**p))
     assert torch.all(terms.gate == 1.0)
     assert not terms.gate_pos.any() and not terms.gate_neg.any()
@@ -768,6 +777,9 @@ RANGE_CASES = [
     ("adv_low", 1.5, "(0, 1]"),
     ("adv_high", 0.99, ">= 1"),
     ("adv_high", -3.0, ">= 1"),
+    ("dual_clip_c", 1.0, "0 (off, the authors' design) or > 1"),  # verl's dual clip needs c > 1 too
+    ("dual_clip_c", 0.5, "0 (off, the authors' design) or > 1"),
+    ("dual_clip_c", -1.0, "0 (off, the authors' design) or > 1"),
 ]
 
 
@@ -802,6 +814,9 @@ def test_params_non_numbers_raise(key, value):
         dict(adv_low=1.0, adv_high=1.0),
         dict(sigma_base=1e-6, adv_low=1e-9, adv_high=1e9, sigma_high=1e9),
         dict(alpha=np.float64(0.5)),
+        dict(dual_clip_c=0.0),
+        dict(dual_clip_c=1.0000001),
+        dict(sigma_base=0.2),  # a narrower gate, preset-free: sigma_high (10) stays above it
     ],
 )
 def test_params_boundary_values_are_allowed(kwargs):
@@ -829,6 +844,7 @@ def test_diagnostics_match_numpy(seed, noise):
             | (np.abs(rho - 1.2) < 1e-4)
             | (np.abs(rho - 0.8) < 1e-4)
             | (np.abs(g - 0.5) < 1e-3)
+            | (np.abs(g * rho - p.get("dual_clip_c", 0.0)) < 1e-4 * (1 + rho))
         )
         mask = mask & ~ambiguous
         ref = np_reference(lp, old, adv, mask, p)
@@ -836,7 +852,7 @@ def test_diagnostics_match_numpy(seed, noise):
         d = {k: float(v) for k, v in maspo_diagnostics(terms, adv_t, mask_t).items()}
         e = np_diagnostics(ref, adv, mask)
         assert set(d) == set(e)
-        for k in ("gated_frac_pos", "gated_frac_neg", "gate_below_half_frac", "clip_frac_ppo"):
+        for k in ("gated_frac_pos", "gated_frac_neg", "gate_below_half_frac", "clip_frac_ppo", "dual_clip_frac"):
             assert d[k] == pytest.approx(e[k], abs=1e-7), k
         assert d["gate_mean"] == pytest.approx(e["gate_mean"], rel=1e-3, abs=1e-6)
         for k in ("sigma_pos_mean", "sigma_neg_mean"):
@@ -921,3 +937,78 @@ def test_gate_keeps_its_precision_next_to_ratio_one():
     seen = terms.log_ratio.detach().double().numpy()
     expected = np.exp(-(np.expm1(seen) ** 2) / (2 * 1e-12))
     np.testing.assert_allclose(terms.gate.numpy(), expected, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------
+# 8. The dual clip on negative tokens (a mechanism variant, off by default)
+# --------------------------------------------------------------------------------------
+def authors_loss(log_prob, old_log_prob, advantages, mask, params):
+    """MASPO's per-token loss as maspo_terms computed it before the dual clip existed (the code at
+    the commit that added it, verbatim but for the names): the default must stay this, bit for bit."""
+    from maspo_verl.algos.common import importance_ratio, prepare_inputs
+    from maspo_verl.algos.maspo import soft_gate, trust_region_sigma
+
+    inputs = prepare_inputs(log_prob, old_log_prob, advantages, mask)
+    log_ratio, ratio = importance_ratio(inputs)
+    sigma = trust_region_sigma(inputs.old_log_prob, inputs.advantages, params)
+    gate, _, _ = soft_gate(log_ratio, inputs.advantages, sigma, params.two_sided)
+    return ratio * torch.mul(gate, inputs.advantages).neg_()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_default_is_the_authors_loss_bit_for_bit(seed):
+    rng = np.random.default_rng(90_000 + seed)
+    p = dict(random_params(rng), dual_clip_c=0.0)
+    lp, old, adv, mask = random_case(rng, (8, 33), 3.0)
+    mask_t = torch.tensor(mask)
+    old_t, adv_t = torch.tensor(old, dtype=torch.float32), torch.tensor(adv, dtype=torch.float32)
+    lp_ours = torch.tensor(lp, dtype=torch.float32, requires_grad=True)
+    lp_theirs = torch.tensor(lp, dtype=torch.float32, requires_grad=True)
+    ours = maspo_token_loss(lp_ours, old_t, adv_t, mask_t, MASPOParams(**p)).loss_mat
+    theirs = authors_loss(lp_theirs, old_t, adv_t, mask_t, MASPOParams(**p))
+    ours.sum().backward()
+    theirs.sum().backward()
+    assert torch.equal(ours, theirs) and torch.equal(lp_ours.grad, lp_theirs.grad)
+    assert MASPOParams().dual_clip_c == 0.0
+
+
+@pytest.mark.parametrize("c", [1.05, 1.5, 3.0])
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_the_dual_clip_matches_the_reference(c, two_sided):
+    rng = np.random.default_rng(int(100 * c) + two_sided)
+    # two-sided, the gate damps A < 0, r > 1 too: a wide one lets g r still pass every c
+    p = dict(DOC_DEFAULTS, sigma_base=5.0 if two_sided else 0.5, two_sided=two_sided, dual_clip_c=c)
+    shape = (32, 64)
+    old = np.log(rng.uniform(1e-3, 1.0, size=shape))
+    lp = old + rng.uniform(-0.5, 1.5, size=shape)  # r from 0.6 to 4.5: on both sides of every c
+    adv = rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.1, 3.0, size=shape)
+    mask = rng.random(shape) < 0.9
+    f32 = lambda x: x.astype(np.float32).astype(np.float64)  # noqa: E731
+    lp, old, adv = f32(lp), f32(old), f32(adv)
+    ref = np_reference(lp, old, adv, mask, p)
+    product = ref["gate"] * ref["rho"]
+    clear = ref["mask"] & (np.abs(product - c) > 1e-4 * product)  # float32 may put g r = c on either side
+    terms, lp_t, _, adv_t, mask_t = run_torch(lp, old, adv, clear, MASPOParams(**p))
+    ref = np_reference(lp, old, adv, clear, p)
+    assert ref["dual_clipped"].sum() > 20  # the case exercises the bound
+    assert ((ref["A"] < 0) & (ref["rho"] > 1) & clear & ~ref["dual_clipped"]).sum() > 10  # and tokens below it
+    np.testing.assert_array_equal(terms.dual_clipped.numpy(), ref["dual_clipped"])
+    np.testing.assert_allclose(np_(terms.loss_mat), ref["loss"], rtol=1e-3, atol=1e-20)
+    assert_grad_matches(np_(lp_t.grad), ref["grad"], np.abs(ref["A"] * ref["rho"]))
+    assert np.all(np_(lp_t.grad)[ref["dual_clipped"]] == 0)
+    shares = maspo_diagnostics(terms, adv_t, mask_t)
+    assert float(shares["dual_clip_frac"]) == pytest.approx(ref["dual_clipped"].sum() / clear.sum(), abs=1e-7)
+
+
+def test_the_dual_clip_acts_only_on_negative_tokens_past_c():
+    """By hand: c = 2, one-sided MASPO (g = 1 for A < 0, r > 1)."""
+    old = np.zeros((1, 5))
+    r = np.array([[2.5, 1.9, 2.5, 0.5, 2.5]])
+    adv = np.array([[-1.0, -1.0, 1.0, -2.0, 0.0]])
+    terms, lp_t, *_ = run_torch(np.log(r), old, adv, np.ones((1, 5), bool), MASPOParams(dual_clip_c=2.0))
+    np.testing.assert_array_equal(terms.dual_clipped.numpy(), [[True, False, False, False, False]])
+    assert np_(terms.loss_mat)[0, 0] == pytest.approx(2.0)  # -A * c, not -A * r = 2.5
+    assert np_(terms.loss_mat)[0, 1] == pytest.approx(1.9, rel=1e-6)  # below c: -A * r
+    grad = np_(lp_t.grad)[0]
+    assert grad[0] == 0.0 and grad[1] == pytest.approx(1.9, rel=1e-6)
+    assert grad[2] != 0.0 and grad[3] != 0.0  # A > 0 and A < 0 with r < 1 keep theirs

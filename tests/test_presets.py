@@ -68,7 +68,8 @@ CHANGES = {
         PL + "advantage_shaper_kwargs.kappa": 2.0,
     },
 }
-MASPO = {PL + "_target_": "maspo_verl.config.MASPOPolicyLossConfig", PL + "loss_mode": "maspo", PL + "two_sided": False}
+MASPO = {PL + "_target_": "maspo_verl.config.MASPOPolicyLossConfig", PL + "loss_mode": "maspo", PL + "two_sided": False,
+         PL + "dual_clip_c": 0.0}  # fmt: skip  # the dual clip: a variant of ours, off as the authors have it
 MASPO.update({PL + key: value for key, value in MASPO_PAPER.items()})
 CHANGES["maspo"] = MASPO
 CHANGES["maspo_gate_only"] = {**MASPO, PL + "alpha": 0.0, PL + "beta_pos": 0.0, PL + "beta_neg": 0.0}

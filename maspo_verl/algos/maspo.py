@@ -14,8 +14,18 @@ and A the GRPO advantage (no gradient):
        sigma_neg = m * clamp(1 / (1 - beta_neg * A), adv_low, adv_high)   (A < 0)
 
 Per-token loss:  l = -A * sg(g) * rho,  so  grad l = -A * g * rho * grad log pi.
-No min(), no clip, no dual clip. The gate is detached on purpose: differentiating through it
-is a different algorithm whose gradient changes sign for large rho.
+No min(), no clip, no dual clip (the authors' "unilateral" design: a token with A < 0 and
+r > 1 passes unbounded). The gate is detached on purpose: differentiating through it is a
+different algorithm whose gradient changes sign for large rho.
+
+Mechanism variant, off by default (``dual_clip_c = 0``): a dual clip on the negative tokens,
+as verl's ``clip_ratio_c`` bounds them in its PPO loss. With c = dual_clip_c > 1,
+
+    l = min(-A * sg(g) * rho,  -A * c)          for A < 0   (both sides are >= 0 there)
+    l = -A * sg(g) * rho                        for A >= 0
+
+so a token with A < 0 and g * r > c keeps its loss value -A * c and passes no gradient; every
+other token is unchanged. Off, the loss is the one above bit for bit.
 
 Ablations (the paper's): alpha = 0 removes the mass-adaptive limiter, beta_pos = beta_neg = 0
 the risk controller, and ``two_sided=True`` gates all four quadrants (reported unstable).
@@ -48,11 +58,14 @@ from .common import (
 
 @dataclass
 class MASPOParams(Params):
-    """The seven MASPO hyperparameters, with the authors' defaults, and the ablation switch.
+    """The seven MASPO hyperparameters, with the authors' defaults, the ablation switch and
+    one mechanism variant.
 
     Validated on construction: a bad value raises ValueError naming the key, the value and
     the allowed range. ``two_sided`` gates all four quadrants (a SAPO-like two-sided gate, an
     ablation the paper reports as unstable); MASPO itself gates only the aggressive two.
+    ``dual_clip_c`` > 1 bounds the negative tokens' surrogate at -A * c (verl's dual clip);
+    0, the default, leaves it out as the authors do.
     """
 
     sigma_base: float = 1.0
@@ -63,6 +76,7 @@ class MASPOParams(Params):
     adv_low: float = 0.1
     adv_high: float = 10.0
     two_sided: bool = False
+    dual_clip_c: float = 0.0
 
     LABEL = "MASPO"
     RULES = (
@@ -74,6 +88,11 @@ class MASPOParams(Params):
         ("adv_low", lambda p, v: 0 < v <= 1, "in (0, 1]"),
         ("adv_high", lambda p, v: v >= 1, ">= 1"),
         flag_rule("two_sided"),
+        (
+            "dual_clip_c",
+            lambda p, v: v == 0 or v > 1,
+            "equal to 0 (off, the authors' design) or > 1 (the bound for A < 0)",
+        ),
     )
 
 
@@ -87,6 +106,7 @@ class MASPOTerms(NamedTuple):
     gate_pos: torch.Tensor  # bool: A > 0 and r > 1
     gate_neg: torch.Tensor  # bool: A < 0 and r < 1
     sigma: torch.Tensor  # trust-region width of the token's side: sigma_pos where A > 0, else sigma_neg
+    dual_clipped: torch.Tensor  # bool: A < 0 and g * r > dual_clip_c (no token when the dual clip is off)
 
 
 def mass_adaptive_sigma(old_log_prob: torch.Tensor, params: MASPOParams) -> torch.Tensor:
@@ -145,7 +165,13 @@ def maspo_terms(inputs: LossInputs, params: MASPOParams, reduce_sum=identity_sum
     sigma = trust_region_sigma(inputs.old_log_prob, inputs.advantages, params)
     gate, gate_pos, gate_neg = soft_gate(log_ratio, inputs.advantages, sigma, params.two_sided)
     loss_mat = ratio * torch.mul(gate, inputs.advantages).neg_()
-    return MASPOTerms(loss_mat, log_ratio, ratio, gate, gate_pos, gate_neg, sigma)
+    if not params.dual_clip_c:  # the authors' loss, untouched
+        return MASPOTerms(loss_mat, log_ratio, ratio, gate, gate_pos, gate_neg, sigma, torch.zeros_like(gate_pos))
+    # A < 0: -A * g * rho and its bound -A * c are both >= 0; the bound wins where g * r > c
+    bound = inputs.advantages * -params.dual_clip_c
+    dual_clipped = (inputs.advantages < 0) & (loss_mat.detach() > bound)
+    loss_mat = torch.where(dual_clipped, bound, loss_mat)
+    return MASPOTerms(loss_mat, log_ratio, ratio, gate, gate_pos, gate_neg, sigma, dual_clipped)
 
 
 def maspo_token_loss(
@@ -180,8 +206,9 @@ def maspo_diagnostics(terms: MASPOTerms, advantages: torch.Tensor, response_mask
 
     gate_mean is over gated tokens only (1.0 when none is gated: nothing was damped);
     clip_frac_ppo is the share of tokens a PPO clip at 0.2 would have zeroed, comparable
-    with GRPO's actor/pg_clipfrac. ``advantages`` are the ones the terms saw (zero where
-    masked), so a token with A != 0 is valid, and masked tokens are neither gated nor damped.
+    with GRPO's actor/pg_clipfrac; dual_clip_frac the share the dual clip cut off (0 when
+    off). ``advantages`` are the ones the terms saw (zero where masked), so a token with
+    A != 0 is valid, and masked tokens are neither gated nor damped.
     """
     per_valid = 1.0 / count_true(response_mask.bool()).clamp_min(1)
     r = terms.ratio.detach()
@@ -199,6 +226,7 @@ def maspo_diagnostics(terms: MASPOTerms, advantages: torch.Tensor, response_mask
         "sigma_pos_mean": (terms.sigma * pos).sum() / count_true(pos).clamp_min(1),
         "sigma_neg_mean": (terms.sigma * neg).sum() / count_true(neg).clamp_min(1),
         "clip_frac_ppo": would_clip * per_valid,
+        "dual_clip_frac": count_true(terms.dual_clipped) * per_valid,
     }
 
 

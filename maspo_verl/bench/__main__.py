@@ -14,6 +14,12 @@ result.json with the held-out probes or the evaluator's summary), then `<out>/su
 `<out>/summary.json` and `<out>/<regime>.png`. Started again, it skips the finished runs (and verl
 resumes an interrupted recipe run from its last checkpoint). It measures; it does not assume any
 method wins, and on the kit it says whether the instrument passed its controls.
+
+Exit status (with or without --report-only): 0 when every run finished and, on the kit, every
+instrument check passed; 1 when a run failed (--retry-failed runs it again); 3 when every run
+finished but an instrument check of a regime did not pass (a banner above that regime's
+comparisons and at the end of the output says which): none of its comparisons is a finding;
+2 for a bad setting, or a --dry-run that found a run that would fail.
 """
 
 import argparse
@@ -23,7 +29,7 @@ from pathlib import Path
 
 from .plan import dry_run, print_plan
 from .plots import plot_regime
-from .summary import markdown, paper_tables, summarize
+from .summary import CHECK_FAILED_STATUS, banner, failed_checks, markdown, paper_tables, summarize
 from .sweep import (
     DEFAULT_TARGETS,
     DEFAULT_TASK,
@@ -126,7 +132,18 @@ def report(specs, out: Path, target: float | None, log=print) -> dict:
              for regime, block in summary["regimes"].items()]  # fmt: skip
     log(text)
     log(f"summary: {out / 'summary.md'}, {out / 'summary.json'}; plots: {', '.join(str(p) for p in plots)}")
+    if failed_checks(summary):
+        log(banner(failed_checks(summary)))  # again last, where the console ends
     return summary
+
+
+def exit_status(summary: dict) -> int:
+    """1 if a run failed, else CHECK_FAILED_STATUS if an instrument check did not pass, else 0."""
+    failed_runs = sum(len(row["failed_seeds"]) for block in summary["regimes"].values()
+                      for row in block["presets"].values())  # fmt: skip
+    if failed_runs:
+        return 1
+    return CHECK_FAILED_STATUS if failed_checks(summary) else 0
 
 
 def main(argv=None) -> int:
@@ -149,9 +166,7 @@ def main(argv=None) -> int:
         workers = default_workers(specs) if args.workers is None else args.workers
         run_sweep(specs, out, retry_failed=args.retry_failed, workers=workers)
     target = DEFAULT_TARGETS[args.task] if args.target is None and not args.recipe else args.target
-    summary = report(specs, out, target)
-    failed = sum(len(row["failed_seeds"]) for block in summary["regimes"].values() for row in block["presets"].values())
-    return 1 if failed else 0
+    return exit_status(report(specs, out, target))
 
 
 def cli() -> None:

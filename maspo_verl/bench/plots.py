@@ -2,9 +2,10 @@
 lowest to the highest seed), drawn with the report's own aggregation (maspo_verl/report/curves.py).
 
 Panels: held-out accuracy (the probe, mean@8 at T=1, the warm start at step 0), training reward,
-policy entropy, the share of tokens clipped or damped, the final accuracy per preset with every
-seed, and each preset's paired difference with grpo with its 95% confidence interval. The
-instrument's controls (lr0, no_trust_region) are drawn dashed.
+policy entropy, the share of policy-gradient weight the loss removed relative to -A * rho (the
+same figure for every loss, docs/algorithms.md), the final accuracy per preset with every seed,
+and each preset's paired difference with grpo with its Holm-level interval (the controls: their
+95% interval). The instrument's controls (lr0, replicate, no_trust_region) are drawn dashed.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from pathlib import Path
 
 from ..launch import REWARD
 from ..report.curves import aggregate
-from .summary import ENTROPY, KINDS, damped_share, read_steps
+from .summary import ENTROPY, KINDS, WEIGHT_REMOVED, read_steps
 from .sweep import CONTROLS, PROBE_SAMPLES, available_presets, run_directory
 
-DAMPED = "damped share"
 PANELS = [  # (series key, title, y label, sparse)
     ("held-out", f"held-out accuracy (probe, T=1, mean@{PROBE_SAMPLES})", "accuracy", True),
     (REWARD, "training reward (mean over rollouts)", "reward", False),
     (ENTROPY, "policy entropy", "nats / token", False),
-    (DAMPED, "tokens clipped or damped (gated for MASPO)", "share of tokens", False),
+    (WEIGHT_REMOVED, "policy-gradient weight removed vs -A·r", "mean share over tokens", False),
 ]
 SMOOTH = 3  # steps averaged in the dense panels; validation points are drawn as they are
 
@@ -31,9 +31,8 @@ def run_series(run_dir: Path, figures: dict) -> dict:
     """metric -> {step: value} for one run: the held-out curve and the dense per-step metrics."""
     steps = read_steps(run_dir / "metrics.jsonl")
     series = {"held-out": {int(step): point[0] for step, point in figures["curve"].items()}}
-    for key in (REWARD, ENTROPY):
+    for key in (REWARD, ENTROPY, WEIGHT_REMOVED):
         series[key] = {step: data[key] for step, data in steps.items() if key in data}
-    series[DAMPED] = {step: share for step, data in steps.items() if (share := damped_share(data)) is not None}
     return series
 
 
@@ -107,10 +106,13 @@ def preset_colors(presets: list[str]) -> dict:
 
 
 def _paired_bars(ax, block: dict, colors: dict, headline: str, label: str) -> None:
-    """Each preset minus grpo on the same seeds: the headline figure, mean and 95% t interval."""
+    """Each preset minus grpo on the same seeds: the headline figure, mean and its Holm-level t
+    interval (a control: its 95% interval); a finding is starred."""
     rows = [(preset, row[headline]) for preset, row in block["paired"].items() if row[headline]["mean"] is not None]
     for index, (preset, stat) in enumerate(rows):
-        low, high = stat["ci"]
+        low, high = stat.get("ci_holm", stat["ci"])
+        if stat.get("finding"):
+            ax.text(max(stat["mean"], high), index, " *", va="center", fontsize=12)  # right of its interval
         error = None if low is None else [[stat["mean"] - low], [high - stat["mean"]]]
         ax.barh(index, stat["mean"], color=colors[preset], xerr=error, capsize=3,
                 hatch="//" if preset in CONTROLS else None, alpha=0.6 if preset in CONTROLS else 1.0)  # fmt: skip
@@ -121,7 +123,7 @@ def _paired_bars(ax, block: dict, colors: dict, headline: str, label: str) -> No
     if mdd is not None and math.isfinite(mdd):
         ax.axvspan(-mdd, mdd, color="gray", alpha=0.12, linewidth=0)
         ax.text(mdd, len(rows) - 0.5, " minimal detectable", fontsize=7, color="gray", va="bottom")
-    ax.set(title=f"paired with grpo: Δ {label} (95% CI over seeds)", xlabel="difference")
+    ax.set(title=f"paired with grpo: Δ {label} (Holm-level CI; * finding)", xlabel="difference")
     ax.grid(alpha=0.3, axis="x")
 
 

@@ -10,18 +10,30 @@ Per kit run (from the probes in result.json, the sweep's warm-start probe and ve
 Per recipe run (from the evaluator's summary of the final checkpoint and verl's metrics):
 - `avg_at_k`, `pass_at_k`: the mean over the recipe's benchmarks (the paper's Avg column), and
   each benchmark's own; `auc`, `best_acc`: of verl's validation curve (mean over benchmarks).
-Both: `entropy_end`, `response_length` (mean over the last quarter of the steps); `damped_share`
-(mean share of tokens the method clipped or damped, see `damped_share`); `mismatch` (the largest
-|p_actor - p_rollout| of any token of the run, verl's `training/rollout_probs_diff_max`: how far
-from on-policy the rollout sampled); `seconds_per_step`, `startup_seconds`.
+Both: `entropy_end`, `response_length` (mean over the last quarter of the steps);
+`weight_removed` and `neg_above_share` (mean over steps of the loss-side figures every loss logs,
+`actor/pg_weight/removed` and `actor/pg_weight/neg_above_share`, maspo_verl/loss_metrics.py: the
+share of policy-gradient weight the loss removes relative to -A * rho, and the share of the
+gradient carried by A < 0, r > 1 tokens); `mismatch` (the largest |p_actor - p_rollout| of any
+token of the run, verl's `training/rollout_probs_diff_max`); `seconds_per_step`, `startup_seconds`.
 
 Per preset: mean, standard deviation and standard error over seeds. Paired: preset minus grpo per
-seed, with the mean, its standard error and a t confidence interval. The minimal detectable
-difference at the sweep's number of seeds. On the kit, the instrument checks: grpo learns (gain >=
-LEARNS_BY on every seed), the lr-0 control stays flat, the no-trust-region control comes out
-worse than grpo beyond the noise, and the minimal detectable difference is at most MAX_MDD.
-Across regimes (or recipes), per preset: the interquartile mean with a stratified bootstrap CI and
-the probability of improving on grpo.
+seed, with the mean, its standard error, the two-sided paired t-test (p-value, 95% interval) and,
+over the regime's compared presets (not the controls), Holm's correction: the adjusted p-value and
+the t interval at the level Holm tests the comparison at (`stats.holm_levels`). A comparison is a
+finding when its Holm-adjusted p-value is below ALPHA (equivalently, that interval and those of
+every comparison with a smaller p-value exclude 0) and every instrument check of its regime passed.
+The minimal detectable difference, a design figure for the number of seeds, per comparison at the
+number of seeds it pairs, from the spread of the paired differences pooled over the compared
+presets. On the kit, the instrument checks: grpo learns (gain >= LEARNS_BY on every seed), the
+pipeline check (lr 0 reproduces the warm start's probe), the replicate (A/A: grpo again with
+another sampling seed) does not differ from grpo (its 95% interval contains 0, and its
+differences are not all 0), the no-trust-region control comes out worse than grpo (its 95%
+interval below 0), and the power (the largest minimal detectable difference of the comparisons
+at most MAX_MDD). A check whose control was not run counts as not passed.
+Per regime (or recipe), never pooled across them, per preset: the interquartile mean of its runs
+and the probability that a run of it beats a run of grpo, each with a bootstrap interval when
+every sample has at least stats.MIN_BOOTSTRAP_RUNS runs.
 """
 
 from __future__ import annotations
@@ -34,7 +46,7 @@ from pathlib import Path
 
 from ..launch import RunResult
 from . import stats
-from .sweep import CONTROLS, PROBE_SAMPLES, run_directory
+from .sweep import CONTROLS, PROBE_SAMPLES, REPLICATE, run_directory
 
 ENTROPY = "actor/entropy"
 LENGTH = "response_length/mean"
@@ -42,20 +54,15 @@ STEP_SECONDS = "timing_s/step"
 MISMATCH = "training/rollout_probs_diff_max"
 BASELINE = "grpo"
 PASS_AT = f"final_pass_at_{PROBE_SAMPLES}"
+WEIGHT_REMOVED = "actor/pg_weight/removed"
+NEG_ABOVE_SHARE = "actor/pg_weight/neg_above_share"
 LEARNS_BY = 0.10  # grpo must gain at least this much held-out accuracy on every seed
-MAX_MDD = 0.05  # the largest minimal detectable difference a sweep's seeds may leave
-TRAINING = ["entropy_end", "response_length", "damped_share", "mismatch", "seconds_per_step", "startup_seconds"]
-
-
-def damped_share(data: dict) -> float | None:
-    """Share of a step's tokens whose update the method clipped or damped: MASPO's gated tokens
-    (positive and negative), DAC's and BAPO's clipped tokens (both sides), verl's `pg_clipfrac`
-    for its own losses. Different mechanisms, one question: how much of the batch was held back."""
-    for prefix in ("actor/maspo/gated_frac_", "actor/dac/clip_frac_", "actor/bapo/clip_frac_"):
-        parts = [value for key, value in data.items() if key.startswith(prefix)]
-        if parts:
-            return float(sum(parts))
-    return data.get("actor/pg_clipfrac")
+MAX_MDD = 0.05  # the largest minimal detectable difference a comparison's seeds may leave
+ALPHA = stats.ALPHA  # a finding: Holm-adjusted p-value below this
+PIPELINE, HARM = "lr0", "no_trust_region"
+CHECK_FAILED_STATUS = 3  # the exit status of `python -m maspo_verl.bench` when a check did not pass
+TRAINING = ["entropy_end", "response_length", "weight_removed", "neg_above_share", "mismatch", "seconds_per_step",
+            "startup_seconds"]  # fmt: skip
 
 
 def read_steps(metrics_file: Path) -> dict[int, dict]:
@@ -104,14 +111,19 @@ def _curve_figures(curve: dict, target: float | None) -> dict:
     }
 
 
+def _step_mean(steps: dict[int, dict], key: str) -> float | None:
+    values = [data[key] for data in steps.values() if key in data]
+    return sum(values) / len(values) if values else None
+
+
 def training_figures(steps: dict[int, dict], result: dict) -> dict:
-    damped = [share for share in map(damped_share, steps.values()) if share is not None]
     mismatch = [data[MISMATCH] for data in steps.values() if MISMATCH in data]
     seconds = [data[STEP_SECONDS] for data in steps.values() if STEP_SECONDS in data]
     return {
         "entropy_end": _tail_mean(steps, ENTROPY),
         "response_length": _tail_mean(steps, LENGTH),
-        "damped_share": sum(damped) / len(damped) if damped else None,
+        "weight_removed": _step_mean(steps, WEIGHT_REMOVED),
+        "neg_above_share": _step_mean(steps, NEG_ABOVE_SHARE),
         "mismatch": max(mismatch) if mismatch else None,
         "seconds_per_step": statistics.median(seconds) if seconds else None,
         "startup_seconds": result.get("startup_seconds"),
@@ -170,7 +182,8 @@ KINDS = {
     },
 }
 COMMON_COLUMNS = [("entropy_end", "entropy (end)", 3), ("response_length", "response length", 1),
-                  ("damped_share", "clipped/damped share", 3), ("mismatch", "mismatch", "e"),
+                  ("weight_removed", "PG weight removed", 3), ("neg_above_share", "A<0, r>1 share", 3),
+                  ("mismatch", "mismatch", "e"),
                   ("seconds_per_step", "s / step", 2), ("startup_seconds", "start-up s", 1)]  # fmt: skip
 
 
@@ -186,7 +199,7 @@ def spread(values: list) -> dict:
 
 def paired(by_preset: dict, compared: list[str] = KINDS["kit"]["compared"]) -> dict:
     """Each preset minus grpo on the seeds both finished: the differences, their mean, standard
-    error and 95% t confidence interval."""
+    error, two-sided paired t-test p-value and 95% t confidence interval."""
     baseline = by_preset.get(BASELINE, {})
     out = {}
     for preset, seeds in by_preset.items():
@@ -197,50 +210,134 @@ def paired(by_preset: dict, compared: list[str] = KINDS["kit"]["compared"]) -> d
         for figure in compared:
             differences = [seeds[s][figure] - baseline[s][figure] for s in common
                            if seeds[s][figure] is not None and baseline[s][figure] is not None]  # fmt: skip
-            _, low, high = stats.paired_t_ci(differences)
-            out[preset][figure] = {**spread(differences), "ci": [low, high], "values": differences}
+            test = stats.paired_t(differences)
+            out[preset][figure] = {**spread(differences), "ci": [test.low, test.high], "p": test.p,
+                                   "values": differences}  # fmt: skip
     return out
 
 
-def power(pairs: dict, seeds: int, figure: str = "final_sampled_acc") -> dict:
-    """The minimal detectable difference in `figure` at `seeds` seeds (and at a few others), from the
-    spread of the paired differences over seeds, pooled over every compared preset (not the controls)."""
-    groups = [row[figure]["values"] for preset, row in pairs.items() if preset not in CONTROLS]
-    sd = stats.pooled_sd(groups)
+def holm_family(pairs: dict, figure: str, alpha: float = ALPHA) -> None:
+    """Holm's correction over the regime's comparisons of `figure` (every compared preset with a
+    p-value; not the controls): adds the adjusted p-value `p_holm`, the level Holm tests the
+    comparison at and the t interval at that level (`ci_holm`) to each comparison's row."""
+    family = [preset for preset, row in pairs.items() if preset not in CONTROLS and row[figure]["p"] is not None]
+    p_values = [pairs[preset][figure]["p"] for preset in family]
+    for preset, adjusted, level in zip(family, stats.holm(p_values), stats.holm_levels(p_values, alpha)):
+        row = pairs[preset][figure]
+        test = stats.paired_t(row["values"], level)
+        row.update(p_holm=adjusted, holm_level=level, ci_holm=[test.low, test.high], family=len(family))
+
+
+def mark_findings(pairs: dict, figure: str, checks_passed: bool | None, alpha: float = ALPHA) -> None:
+    """`finding` per comparison: Holm-adjusted p below `alpha` and the instrument's checks passed
+    (None where the sweep has no checks, a recipe sweep: significance alone is not a finding)."""
+    for preset, row in pairs.items():
+        stat = row[figure]
+        if preset in CONTROLS or "p_holm" not in stat:
+            continue
+        significant = stat["p_holm"] < alpha
+        stat["significant"] = significant
+        stat["finding"] = None if checks_passed is None else bool(significant and checks_passed)
+
+
+def power(pairs: dict, figure: str = "final_sampled_acc") -> dict:
+    """The minimal detectable difference in `figure` of each comparison (not the controls) at the
+    number of seeds it pairs, from the spread of the paired differences pooled over the compared
+    presets; `mdd` and `seeds`: the comparison that resolves least. `by_seeds`: at other numbers."""
+    compared = {preset: row[figure]["values"] for preset, row in pairs.items() if preset not in CONTROLS}
+    sd = stats.pooled_sd(list(compared.values()))
     if sd is None:
-        return {"figure": figure, "sd": None, "seeds": seeds, "mdd": None, "by_seeds": {}}
-    return {"figure": figure, "sd": sd, "seeds": seeds, "mdd": stats.minimal_detectable_difference(sd, seeds),
-            "by_seeds": {str(n): stats.minimal_detectable_difference(sd, n) for n in (3, 4, 5, 6, 8, 10)}}  # fmt: skip
+        return {"figure": figure, "sd": None, "seeds": None, "mdd": None, "weakest": None, "comparisons": {},
+                "by_seeds": {}}  # fmt: skip
+    comparisons = {preset: {"seeds": len(values), "mdd": stats.minimal_detectable_difference(sd, len(values))}
+                   for preset, values in compared.items()}  # fmt: skip
+    weakest = max(comparisons, key=lambda preset: comparisons[preset]["mdd"])
+    for preset, row in comparisons.items():
+        pairs[preset][figure]["mdd"] = row["mdd"]
+    return {"figure": figure, "sd": sd, "seeds": comparisons[weakest]["seeds"], "mdd": comparisons[weakest]["mdd"],
+            "weakest": weakest, "comparisons": comparisons,
+            "by_seeds": {str(n): stats.minimal_detectable_difference(sd, n) for n in (3, 4, 5, 6, 8, 10, 12, 16)}}  # fmt: skip
 
 
-def instrument_checks(runs: dict, pairs: dict, power_figures: dict, warm: dict) -> list[dict]:
-    """Whether this regime's kit sweep is an instrument that can tell methods apart: [{check, passed, detail}]."""
-    checks = []
-    grpo = [runs[BASELINE][s]["gain"] for s in sorted(runs.get(BASELINE, {}))]
-    checks.append({"check": "grpo learns", "passed": bool(grpo) and bool(min(grpo) >= LEARNS_BY),
-                   "detail": f"gain over the warm start {', '.join(f'{g:+.3f}' for g in grpo) or 'none'} "
-                             f"(seeds; needs >= {LEARNS_BY:+.2f} on every seed)"})  # fmt: skip
-    if "lr0" in runs:
-        gains = [runs["lr0"][s]["gain"] for s in sorted(runs["lr0"])]
-        se = warm["sampled_acc_se"]
-        checks.append({"check": "negative control (lr 0) stays flat",
-                       "passed": bool(gains) and bool(max(abs(g) for g in gains) <= 2 * se),
-                       "detail": f"gain {', '.join(f'{g:+.3f}' for g in gains)} (needs |gain| <= 2 x the probe's "
-                                 f"standard error, {2 * se:.3f})"})  # fmt: skip
-    if "no_trust_region" in pairs:
-        row = pairs["no_trust_region"]["final_sampled_acc"]
-        low, high = row["ci"]
-        checks.append({"check": "harm control (no trust region) comes out worse",
-                       "passed": bool(high is not None and high < 0),
-                       "detail": f"Δ final acc vs grpo {_signed(row)}, 95% CI "
-                                 f"{'-' if low is None else f'[{low:+.3f}, {high:+.3f}]'} (needs the CI below 0)"})  # fmt: skip
+def _gains(runs: dict, preset: str) -> list:
+    return [runs[preset][seed]["gain"] for seed in sorted(runs.get(preset, {}))]
+
+
+def _listed(values: list) -> str:
+    return ", ".join(f"{value:+.3f}" for value in values) or "none"
+
+
+def check_learns(runs: dict) -> dict:
+    gains = _gains(runs, BASELINE)
+    return {"check": "grpo learns", "passed": bool(gains) and min(gains) >= LEARNS_BY,
+            "detail": f"gain over the warm start {_listed(gains)} (seeds; needs >= {LEARNS_BY:+.2f} on every seed)"}  # fmt: skip
+
+
+def check_pipeline(runs: dict, warm: dict) -> dict:
+    """lr 0 with the probe's common random numbers must reproduce the warm start's probe: the same
+    number of correct answers, i.e. |gain| below half of one answer's weight."""
+    name = "pipeline check (lr 0 reproduces the warm start)"
+    if PIPELINE not in runs:
+        return {"check": name, "passed": False, "detail": "not run (--no-controls, or every run failed)"}
+    gains = _gains(runs, PIPELINE)
+    answers = warm["prompts"] * warm["samples"]
+    tolerance = 0.5 / answers
+    return {"check": name, "passed": bool(gains) and max(abs(g) for g in gains) < tolerance,
+            "detail": f"gain {_listed(gains)} (needs the warm start's count of correct answers, |gain| < "
+                      f"{tolerance:.5f} = half of one of {answers} answers)"}  # fmt: skip
+
+
+def check_replicate(pairs: dict, power_figures: dict, figure: str) -> dict:
+    """grpo against itself with another sampling seed: the 95% interval of the difference must contain 0,
+    and the differences must not all be 0 (then the two runs did not sample independently)."""
+    name = "replicate (A/A: grpo again, another sampling seed) does not differ from grpo"
+    if REPLICATE not in pairs:
+        return {"check": name, "passed": False, "detail": "not run (--no-controls, or every run failed)"}
+    row = pairs[REPLICATE][figure]
+    low, high = row["ci"]
+    if low is None:
+        return {"check": name, "passed": False, "detail": f"{row['n']} paired seed(s): needs at least 2"}
+    identical = all(value == 0 for value in row["values"])
+    pooled = power_figures["sd"]
+    floor = (f"; its sd {row['std']:.3f} is the noise floor (the compared presets' pooled sd: "
+             f"{'-' if pooled is None else f'{pooled:.3f}'})")  # fmt: skip
+    return {"check": name, "passed": bool(low <= 0 <= high and not identical),
+            "detail": f"Δ final acc vs grpo {_signed(row)}, 95% CI [{low:+.3f}, {high:+.3f}] (needs 0 inside, and "
+                      "differences that are not all 0" + ("; every one is 0: the two runs did not sample "
+                      "independently" if identical else "") + f"){floor}"}  # fmt: skip
+
+
+def check_harm(pairs: dict, figure: str) -> dict:
+    name = "harm control (no trust region) comes out worse"
+    if HARM not in pairs:
+        return {"check": name, "passed": False, "detail": "not run (--no-controls, or every run failed)"}
+    row = pairs[HARM][figure]
+    low, high = row["ci"]
+    return {"check": name, "passed": bool(high is not None and high < 0),
+            "detail": f"Δ final acc vs grpo {_signed(row)}, 95% CI {_ci(row['ci'])} (needs the CI below 0)"}  # fmt: skip
+
+
+def check_power(power_figures: dict) -> dict:
     mdd = power_figures["mdd"]
-    checks.append({"check": f"power: minimal detectable difference <= {MAX_MDD}",
-                   "passed": bool(mdd is not None and mdd <= MAX_MDD),
-                   "detail": "no paired differences yet" if mdd is None else
-                             f"{mdd:.3f} at {power_figures['seeds']} seeds (sd of paired differences "
-                             f"{power_figures['sd']:.3f}; 5% two-sided, 80% power)"})  # fmt: skip
-    return checks
+    detail = "no paired differences yet" if mdd is None else (
+        f"{mdd:.3f} for the comparison that resolves least ({power_figures['weakest']}, "
+        f"{power_figures['seeds']} paired seeds; sd of paired differences {power_figures['sd']:.3f} pooled over the "
+        "compared presets; 5% two-sided, 80% power)")  # fmt: skip
+    return {"check": f"power: minimal detectable difference <= {MAX_MDD}",
+            "passed": bool(mdd is not None and mdd <= MAX_MDD), "detail": detail}  # fmt: skip
+
+
+def instrument_checks(runs: dict, pairs: dict, power_figures: dict, warm: dict,
+                      figure: str = "final_sampled_acc") -> list[dict]:  # fmt: skip
+    """Whether this regime's kit sweep is an instrument that can tell methods apart: [{check, passed, detail}]."""
+    return [check_learns(runs), check_pipeline(runs, warm), check_replicate(pairs, power_figures, figure),
+            check_harm(pairs, figure), check_power(power_figures)]  # fmt: skip
+
+
+def failed_checks(summary: dict) -> dict:
+    """{regime: [names of the checks that did not pass]} for the regimes with any."""
+    return {regime: [c["check"] for c in block["checks"] if not c["passed"]]
+            for regime, block in summary["regimes"].items() if any(not c["passed"] for c in block["checks"])}  # fmt: skip
 
 
 def load_runs(results: dict, out: Path, figures):
@@ -259,14 +356,15 @@ def load_runs(results: dict, out: Path, figures):
 
 def summarize(results: dict, out: Path, warm: dict | None = None, target: float | None = None,
               kind: str = "kit") -> dict:  # fmt: skip
-    """{"kind", "warm_start", "regimes": {regime: {...}}, "across_regimes": {...}} over every result.
-    A kit sweep needs the warm start's probe; a recipe sweep has none. The minimal detectable
-    difference of a regime is given at the number of seeds its finished runs have."""
+    """{"kind", "warm_start", "regimes": {regime: {...}}} over every result. A kit sweep needs the
+    warm start's probe and has instrument checks; a recipe sweep has neither. Each regime is
+    summarised from its own runs alone."""
     if kind == "kit":
         figures = lambda run_dir, result: kit_figures(run_dir, result, warm, target)  # noqa: E731
     else:
         figures = lambda run_dir, result: recipe_figures(run_dir, result, target)  # noqa: E731
     compared = KINDS[kind]["compared"]
+    headline = compared[0]
     columns = [key for key, _, _ in KINDS[kind]["columns"] + COMMON_COLUMNS]
     runs, failures = load_runs(results, out, figures)
     regimes = {}
@@ -278,40 +376,39 @@ def summarize(results: dict, out: Path, warm: dict | None = None, target: float 
             for preset in presets
         }  # fmt: skip
         pairs = paired(runs[regime], compared)
-        seeds = len({seed for by_seed in runs[regime].values() for seed in by_seed})
-        power_figures = power(pairs, seeds, compared[0])
+        holm_family(pairs, headline)
+        power_figures = power(pairs, headline)
+        checks = instrument_checks(runs[regime], pairs, power_figures, warm, headline) if kind == "kit" else []
+        mark_findings(pairs, headline, all(c["passed"] for c in checks) if checks else None)
         regimes[regime] = {
             "target": target,
             "presets": table,
             "paired": pairs,
             "power": power_figures,
-            "checks": instrument_checks(runs[regime], pairs, power_figures, warm) if kind == "kit" else [],
+            "checks": checks,
+            "aggregates": aggregates(runs[regime], headline),
             "runs": {p: {str(s): f for s, f in runs[regime][p].items()} for p in presets},
         }
-    return {"kind": kind, "warm_start": warm, "regimes": regimes, "across_regimes": across_regimes(runs, compared[0])}
+    return {"kind": kind, "warm_start": warm, "alpha": ALPHA, "regimes": regimes}
 
 
-def across_regimes(runs: dict, figure: str = "final_sampled_acc") -> dict:
-    """Per preset, over every regime at once: the interquartile mean of `figure` over runs with its
-    stratified bootstrap CI (runs resampled within each regime), and the probability of improving on
-    grpo (a run of the preset against a run of grpo in the same regime) with its CI."""
-    presets = sorted({preset for by_preset in runs.values() for preset in by_preset})
+def aggregates(by_preset: dict, figure: str) -> dict:
+    """Per preset, over one regime's runs: the interquartile mean of `figure` and the probability
+    that a run of the preset beats a run of grpo, each with its bootstrap `stats.Interval` (none,
+    with the reason, for fewer than stats.MIN_BOOTSTRAP_RUNS runs)."""
+    baseline = [f[figure] for f in by_preset.get(BASELINE, {}).values()]
     out = {}
-    for preset in presets:
-        strata = [
-            [f[figure] for f in by_preset[preset].values()] for by_preset in runs.values() if by_preset.get(preset)
-        ]
-        if not strata:
+    for preset, seeds in sorted(by_preset.items()):
+        values = [f[figure] for f in seeds.values()]
+        if not values:
             continue  # every run of the preset failed
-        low, high = stats.stratified_bootstrap_ci(strata, stats.pooled_iqm)
-        row = {"runs": sum(map(len, strata)), "iqm": stats.pooled_iqm(*strata), "iqm_ci": [low, high]}
-        pairs = [([f[figure] for f in by_preset[preset].values()], [f[figure] for f in by_preset[BASELINE].values()])
-                 for by_preset in runs.values() if by_preset.get(preset) and by_preset.get(BASELINE)]  # fmt: skip
-        if preset != BASELINE and pairs:
-            point, low, high = stats.probability_of_improvement_ci(pairs)
-            row["p_improve"], row["p_improve_ci"] = point, [low, high]
+        point, interval = stats.iqm_ci(values)
+        row = {"runs": len(values), "iqm": point, "iqm_ci": interval._asdict()}
+        if preset != BASELINE and baseline:
+            point, interval = stats.probability_of_improvement_ci([(values, baseline)])
+            row["p_improve"], row["p_improve_ci"] = point, interval._asdict()
         out[preset] = row
-    return {"figure": figure, "regimes": sorted(runs), "presets": out}
+    return {"figure": figure, "presets": out}
 
 
 # recipe -> the model size of the paper's table it reproduces
@@ -375,19 +472,74 @@ def _preset_table(block: dict, kind: str) -> list[str]:
     return lines
 
 
-def _paired_table(block: dict, kind: str) -> list[str]:
+def _p(value) -> str:
+    return "-" if value is None else f"{value:.3f}" if value >= 0.001 else f"{value:.0e}"
+
+
+def _verdict(stat: dict, preset: str) -> str:
+    if preset in CONTROLS:
+        return "control"
+    if "finding" not in stat:
+        return "-"  # fewer than 2 paired seeds: no test
+    if stat["finding"] is None:  # a recipe sweep: no instrument checks
+        return "significant" if stat["significant"] else "no"
+    if stat["finding"]:
+        return "**finding**"
+    return "no (instrument failed)" if stat["significant"] else "no"
+
+
+def _paired_table(block: dict, kind: str, alpha: float) -> list[str]:
     headline, *others = KINDS[kind]["compared"]
     headers = {key: header for key, header, _ in KINDS[kind]["columns"]}
-    lines = [f"Paired with `{BASELINE}` on the same seeds: mean difference ± standard error of the per-seed "
-             f"differences, and the 95% t confidence interval of the {headers[headline]} difference (a finding only "
-             "if it excludes 0 and the difference exceeds the minimal detectable one).", "",
-             f"| preset | seeds | Δ {headers[headline]} | 95% CI | " + " | ".join(f"Δ {headers[k]}" for k in others)
-             + " |", "|---|---|---|---|" + "---|" * len(others)]  # fmt: skip
+    family = next((row[headline]["family"] for row in block["paired"].values() if "family" in row[headline]), 0)
+    lines = [f"Paired with `{BASELINE}` on the same seeds: the mean difference ± the standard error of the per-seed "
+             f"differences; for the {headers[headline]}, the two-sided paired t-test's p-value and 95% interval, then "
+             f"Holm's correction over the compared presets with at least 2 paired seeds ({family}; not the controls): "
+             "the adjusted p-value and the t "
+             f"interval at the level Holm tests the comparison at (1 - {alpha:g} / (m - k + 1) for the k-th smallest "
+             f"p-value of m; it excludes 0 exactly when the raw p-value is below {alpha:g} / (m - k + 1)). A comparison "
+             f"is a finding when its Holm-adjusted p-value is below {alpha:g} and every instrument check passed. MDD: "
+             "the minimal detectable difference at the comparison's number of seeds (a design figure, not a "
+             "threshold).", "",
+             f"| preset | seeds | Δ {headers[headline]} | 95% CI | p | Holm p | Holm-level CI (level) | MDD | finding | "
+             + " | ".join(f"Δ {headers[k]}" for k in others) + " |",
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * len(others)]  # fmt: skip
     for preset, row in block["paired"].items():
+        stat = row[headline]
+        holm_ci = "-" if "ci_holm" not in stat else f"{_ci(stat['ci_holm'])} ({stat['holm_level']:.4f})"
+        mdd = "-" if stat.get("mdd") is None else f"{stat['mdd']:.3f}"
         cells = " | ".join(_signed(row[key]) for key in others)
-        lines.append(f"| {preset} | {len(row['seeds'])} | {_signed(row[headline])} | {_ci(row[headline]['ci'])} "
-                     f"| {cells} |")  # fmt: skip
+        lines.append(f"| {preset} | {len(row['seeds'])} | {_signed(stat)} | {_ci(stat['ci'])} | {_p(stat['p'])} "
+                     f"| {_p(stat.get('p_holm'))} | {holm_ci} | {mdd} | {_verdict(stat, preset)} | {cells} |")  # fmt: skip
     return lines
+
+
+def _interval(interval: dict, digits: int) -> str:
+    if interval["low"] is None:
+        return f"- ({interval['note']})"
+    return f"[{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]"
+
+
+def _aggregates_table(block: dict, kind: str) -> list[str]:
+    aggregates = block["aggregates"]
+    lines = [f"This {'regime' if kind == 'kit' else 'recipe'}'s runs alone (never pooled with another's): the interquartile mean of `{aggregates['figure']}` "
+             f"with its percentile bootstrap 95% interval, and the probability that a run of the preset beats a run of "
+             f"`{BASELINE}` (ties count half; 0.5: no difference) with its bootstrap interval. No interval below "
+             f"{stats.MIN_BOOTSTRAP_RUNS} runs: there the percentile bootstrap covers far less than 95% (docs/mini-benchmark.md).",
+             "", "| preset | runs | IQM | 95% CI | P(improves on grpo) | 95% CI |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for preset, row in aggregates["presets"].items():
+        improve = "-" if "p_improve" not in row else f"{row['p_improve']:.2f}"
+        improve_ci = "-" if "p_improve" not in row else _interval(row["p_improve_ci"], 2)
+        lines.append(f"| {preset} | {row['runs']} | {row['iqm']:.3f} | {_interval(row['iqm_ci'], 3)} | {improve} | "
+                     f"{improve_ci} |")  # fmt: skip
+    return lines
+
+
+def banner(failed: dict) -> str:
+    """The warning above the comparisons (and on the console) when an instrument check did not pass."""
+    where = "; ".join(f"regime `{regime}`: {', '.join(names)}" for regime, names in failed.items())
+    return (f"> **INSTRUMENT CHECK FAILED** ({where}). No comparison in {'that regime' if len(failed) == 1 else 'those regimes'} "
+            f"is a finding; `python -m maspo_verl.bench` exits with status {CHECK_FAILED_STATUS}.")  # fmt: skip
 
 
 def _runs_table(block: dict, kind: str) -> list[str]:
@@ -412,9 +564,13 @@ def _runs_table(block: dict, kind: str) -> list[str]:
 
 
 def markdown(summary: dict) -> str:
-    """The summary as markdown: (kit) the warm start; per regime or recipe the instrument checks or
-    the power, the preset table, the paired table and every run; then the across-regime aggregates."""
+    """The summary as markdown: a banner if an instrument check failed; (kit) the warm start; per
+    regime or recipe the instrument checks (with its banner) or the power, the preset table, the
+    paired table, this regime's IQM and probability of improvement, and every run."""
     kind, lines = summary["kind"], []
+    failed = failed_checks(summary)
+    if failed:
+        lines += [banner(failed), ""]
     warm = summary["warm_start"]
     if warm is not None:
         lines += [f"Warm start (step 0 of every curve): held-out accuracy {warm['sampled_acc']:.3f} ± "
@@ -424,37 +580,30 @@ def markdown(summary: dict) -> str:
                   "standard error over prompts).", ""]  # fmt: skip
     for regime, block in summary["regimes"].items():
         lines += [f"### {'Regime' if kind == 'kit' else 'Recipe'} `{regime}`", ""]
+        if regime in failed:
+            lines += [banner({regime: failed[regime]}), ""]
         if block["checks"]:
             lines += ["Instrument checks:", ""]
             lines += [f"- {'PASS' if c['passed'] else 'FAIL'}: {c['check']}: {c['detail']}" for c in block["checks"]]
         elif block["power"]["mdd"] is not None:
             p = block["power"]
             lines.append(f"- minimal detectable difference in {p['figure']}: {p['mdd']:.3f} at {p['seeds']} seeds "
-                         f"(sd of paired differences {p['sd']:.3f}; 5% two-sided, 80% power)")  # fmt: skip
+                         f"({p['weakest']}; sd of paired differences {p['sd']:.3f}; 5% two-sided, 80% power)")  # fmt: skip
         by_seeds = ", ".join(f"{n} seeds {mdd:.3f}" for n, mdd in block["power"]["by_seeds"].items())
         if by_seeds:
-            lines.append(f"- minimal detectable difference by number of seeds: {by_seeds}")
+            lines.append(f"- minimal detectable difference by number of seeds (the pooled sd): {by_seeds}")
         what = (f"Held-out accuracy on the kit's held-out prompts, sampled at T=1 (mean@{PROBE_SAMPLES}) unless "
                 f"greedy; gain: over the warm start; target for steps-to-target: {block['target']}"
                 if kind == "kit" else "Avg@k / Pass@k: the final checkpoint through the evaluator, mean over the "
                 "recipe's benchmarks; validation: verl's during training")  # fmt: skip
-        lines += ["", f"Mean ± standard error over seeds (n = seeds that finished). {what}; mismatch: the largest "
-                  "|p_actor - p_rollout| of any token (mean over seeds).", "", *_preset_table(block, kind)]  # fmt: skip
+        lines += ["", f"Mean ± standard error over seeds (n = seeds that finished). {what}; PG weight removed: the "
+                  "share of policy-gradient weight the loss removed relative to -A·r (mean over steps; "
+                  "docs/algorithms.md); A<0, r>1 share: the share of the gradient carried by tokens with A<0 and "
+                  "r>1; mismatch: the largest |p_actor - p_rollout| of any token (mean over seeds).", "",
+                  *_preset_table(block, kind)]  # fmt: skip
         if block["paired"]:
-            lines += ["", *_paired_table(block, kind)]
+            lines += ["", *_paired_table(block, kind, summary["alpha"])]
+        if block["aggregates"]["presets"]:
+            lines += ["", *_aggregates_table(block, kind)]
         lines += ["", *_runs_table(block, kind), ""]
-    across = summary["across_regimes"]
-    if across["presets"]:
-        strata = "regime" if kind == "kit" else "recipe"
-        lines += [f"### Across {strata}s ({', '.join(across['regimes'])})", "",
-                  f"`{across['figure']}` over every run: the interquartile mean with its stratified bootstrap 95% CI "
-                  f"(runs resampled within each {strata}), and the probability that a run of the preset beats a run of "
-                  f"`{BASELINE}` on the same {strata} (ties count half), with its CI (0.5: no difference).", "",
-                  "| preset | runs | IQM | 95% CI | P(improves on grpo) | 95% CI |", "|---|---|---|---|---|---|"]  # fmt: skip
-        for preset, row in across["presets"].items():
-            p_improve = "-" if "p_improve" not in row else f"{row['p_improve']:.2f}"
-            p_ci = "-" if "p_improve" not in row else f"[{row['p_improve_ci'][0]:.2f}, {row['p_improve_ci'][1]:.2f}]"
-            lines.append(f"| {preset} | {row['runs']} | {row['iqm']:.3f} | [{row['iqm_ci'][0]:.3f}, "
-                         f"{row['iqm_ci'][1]:.3f}] | {p_improve} | {p_ci} |")  # fmt: skip
-        lines.append("")
     return "\n".join(lines)

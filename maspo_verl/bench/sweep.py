@@ -25,7 +25,19 @@ same random draws (common random numbers), which narrows their paired difference
 
 Everything but the preset is equal across a seed's runs: the same kit (one warm start), the same
 data order and sampling seed (`data.seed`, `actor_rollout_ref.rollout.seed`), the same rollout
-budget and number of updates per rollout.
+budget and number of updates per rollout. What verl 0.9.1's seed keys control:
+- `data.seed`: the generator of the training sampler (`create_rl_sampler`, with `data.shuffle`,
+  on in the kit), i.e. which prompts each step trains on, in which order;
+- `actor_rollout_ref.rollout.seed`: the sampling seed of verl's vLLM server (replica rank + seed),
+  and with `rollout.full_determinism` also PYTHONHASHSEED; the kit's `hf` rollout does not read it
+  (it samples from its server's torch generator, in batches formed as requests arrive), so two
+  runs of one preset and seed sample differently on the kit whatever this key says;
+- `actor_rollout_ref.actor.data_loader_seed`: the shuffle of mini-batches within an update, only
+  with `actor.shuffle` (off in verl and here); the model's initial weights are the kit's warm
+  start, built once (seed 0), whatever the sweep seed.
+The replicate control (A/A) is grpo again on each seed with the same data order and warm start and
+another sampling seed (`seed + REPLICATE_SEED_OFFSET`): its difference with grpo is the noise of
+the instrument itself.
 """
 
 from __future__ import annotations
@@ -66,12 +78,18 @@ REGIMES = {
 }
 
 # The instrument's controls, run beside the presets in every regime (`--no-controls` skips them),
-# on the first CONTROL_SEEDS[name] seeds of the sweep: lr0 cannot move (the probe draws the same
-# samples from the same weights), and the harm control's effect is large next to the seed spread.
+# on the first CONTROL_SEEDS[name] seeds of the sweep (the replicate on every seed, as a preset):
+# lr0 cannot move (the probe draws the same samples from the same weights), and the harm
+# control's effect is large next to the seed spread.
 CONTROL_SEEDS = {"lr0": 1, "no_trust_region": 3}
+REPLICATE = "replicate"
+REPLICATE_SEED_OFFSET = 10_000  # the replicate's sampling seed: seed + this, no other run's seed
 CONTROLS = {
-    # negative control: the whole pipeline with a learning rate of 0 must not move held-out accuracy
+    # pipeline check: the whole pipeline with a learning rate of 0 must reproduce the warm start's
+    # probe exactly (it cannot fail as a noise control: nothing moves and the probe's draws repeat)
     "lr0": ("grpo", (f"{_ACTOR}optim.lr=0",)),
+    # replicate (A/A): grpo again with another sampling seed; its difference with grpo is noise
+    REPLICATE: ("grpo", ()),
     # harm control: no trust region (PPO's clip and dual clip wide open) and 4 epochs over each
     # rollout; the literature expects it to do worse than grpo
     "no_trust_region": (
@@ -124,6 +142,11 @@ class KitRun(_Run):
     kind = "kit"
     restart = True  # an interrupted run starts again from scratch (runs are minutes)
 
+    @property
+    def sampling_seed(self) -> int:
+        """The rollout's sampling seed: the run's seed, but another one for the replicate control."""
+        return self.seed + REPLICATE_SEED_OFFSET if self.preset == REPLICATE else self.seed
+
     def probe_steps(self) -> list[int]:
         """The steps whose model the probe measures: every `probe_every` steps and the last."""
         return sorted(set(range(self.probe_every, self.steps + 1, self.probe_every)) | {self.steps})
@@ -134,7 +157,7 @@ class KitRun(_Run):
             f"algorithm={self.algorithm or self.preset}",
             *REGIMES[self.regime],
             f"data.seed={self.seed}",
-            f"actor_rollout_ref.rollout.seed={self.seed}",
+            f"actor_rollout_ref.rollout.seed={self.sampling_seed}",
             f"trainer.total_training_steps={self.steps}",
             # held-out accuracy comes from the probe of the exported models, not verl's validation
             "trainer.val_before_train=False",
