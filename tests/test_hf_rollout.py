@@ -239,3 +239,36 @@ def test_gather_settings_are_read_from_engine_kwargs_and_checked():
         gather_window({"hf": {"max_gather_ms": "a lot"}})
     with pytest.raises(ValueError, match=r"engine_kwargs\.hf\.gather_s .*reads gather_ms and max_gather_ms"):
         gather_window({"hf": {"gather_s": 0.1}})
+
+
+# ---------------------------------------------------------------- the server's own seeded stream
+
+
+def test_sampling_follows_rollout_seed_and_leaves_the_global_generator_alone(tiny_model_dir, monkeypatch):
+    """Like vLLM's engine, the server samples from rollout.seed (+ its replica's rank): the same
+    seed and batch give the same tokens, another seed other tokens, and the process's global
+    random state is not touched (tests and the agent loop share it)."""
+    from verl.workers.config import HFModelConfig, RolloutConfig
+
+    monkeypatch.setattr(pm, "_current_platform", register_cpu_platform()())
+
+    def sampled(seed, replica_rank=0):
+        config = RolloutConfig(name="hf", prompt_length=16, response_length=8, tensor_model_parallel_size=1,
+                               dtype="float32", load_format="auto", seed=seed)  # fmt: skip
+        srv = HFRolloutServer(config, HFModelConfig(path=str(tiny_model_dir)), None, [], replica_rank, 0, 1, 1, "")
+        asyncio.run(srv.launch_server())
+        prompts = [_prompt(srv, f"{a}+{a}=") for a in range(16)]
+        first = [o.token_ids for o in _generate(srv, prompts, temperature=1.0)]
+        second = [o.token_ids for o in _generate(srv, prompts, temperature=1.0)]
+        return first, second
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a_first, a_second = sampled(seed=7)
+    assert torch.equal(torch.get_rng_state(), before), "the global generator was used or reseeded"
+    b_first, b_second = sampled(seed=7)
+    assert (a_first, a_second) == (b_first, b_second)  # reproducible, and the stream moves on between calls
+    assert a_first != a_second
+    c_first, _ = sampled(seed=8)
+    assert c_first != a_first
+    assert sampled(seed=7, replica_rank=1)[0] == c_first  # seed + rank, as verl seeds vLLM's replicas

@@ -86,6 +86,32 @@ def resolve_gen_params(sampling_params: dict[str, Any], prompt_len: int, config)
     )
 
 
+class SamplingRNG:
+    """The server's own random stream, seeded like vLLM's engine (``rollout.seed`` + the replica's
+    rank): a run's sampling is reproducible from its seed and batches, two seeds sample
+    independently, and the process's global generator is left as it was. ``model.generate`` draws
+    from torch's global generator, so each call runs inside a fork of it set to this stream."""
+
+    def __init__(self, seed: int, device: torch.device):
+        self.devices = [device] if device.type == "cuda" else []
+        self.cpu_state = torch.Generator().manual_seed(seed).get_state()
+        self.device_states = [torch.Generator(device=d).manual_seed(seed).get_state() for d in self.devices]
+        self._fork = None
+
+    def __enter__(self):
+        self._fork = torch.random.fork_rng(devices=self.devices)
+        self._fork.__enter__()
+        torch.set_rng_state(self.cpu_state)
+        for device, state in zip(self.devices, self.device_states):
+            torch.cuda.set_rng_state(state, device)
+        return self
+
+    def __exit__(self, *exc):
+        self.cpu_state = torch.get_rng_state()
+        self.device_states = [torch.cuda.get_rng_state(device) for device in self.devices]
+        return self._fork.__exit__(*exc)
+
+
 def gather_window(engine_kwargs) -> tuple[float, float]:
     """(gather, max gather) in seconds from ``rollout.engine_kwargs.hf``; a bad value names its key."""
     settings = dict((engine_kwargs or {}).get("hf") or {})
@@ -173,6 +199,7 @@ class HFRolloutServer:
         self._on_device = True
         self._eos_ids = self._find_eos_ids()
         self._pad_id = self._find_pad_id()
+        self._rng = SamplingRNG(self.config.seed + self.replica_rank, self.device)
         logger.info("hf rollout server %s ready on %s", self.replica_rank, self.device)
 
     def get_server_address(self) -> tuple[str, str]:
@@ -300,11 +327,12 @@ class HFRolloutServer:
             return_dict_in_generate=True,
             output_scores=params.logprobs,
         )
-        out = self.model.generate(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention_mask.to(self.device),
-            generation_config=gen_config,
-        )
+        with self._rng:
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask.to(self.device),
+                generation_config=gen_config,
+            )
         new_tokens = out.sequences[:, width:].cpu()
         logps = self._token_logprobs(out.scores, new_tokens) if params.logprobs else None
         return [self._trim(new_tokens[i], None if logps is None else logps[i]) for i in range(len(prompts))]
