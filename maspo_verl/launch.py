@@ -148,6 +148,14 @@ def describe_failure(exc: BaseException) -> str:
     return text if last == text.strip() else f"{last}\n\n{text}"
 
 
+SESSION_PROJECT = "session"
+
+
+def session_trains(log_root: Path, pid: int) -> bool:
+    """Whether the RaySession of process `pid` logging under `log_root` has trained a step."""
+    return any(path.stat().st_size > 0 for path in (Path(log_root) / SESSION_PROJECT).glob(f"run{pid}_*.jsonl"))
+
+
 class RaySession:
     """Several runs in one Ray session of this process (see the module docstring).
 
@@ -188,7 +196,7 @@ class RaySession:
 
         out.mkdir(parents=True, exist_ok=True)
         self.count += 1
-        project, experiment = "session", f"run{os.getpid()}_{self.count}"
+        project, experiment = SESSION_PROJECT, f"run{os.getpid()}_{self.count}"
         metrics = self.log_root / project / f"{experiment}.jsonl"
         metrics.unlink(missing_ok=True)
         overrides = [*base_overrides(out), *overrides, f"trainer.project_name={project}",

@@ -40,3 +40,16 @@ def test_a_failing_run_raises_with_its_exit_status_and_log_tail(tmp_path):
     assert "exited 1" in message and "algorithm=no_such_preset" in message
     assert "no_such_preset" in message.split("last lines of", 1)[1]  # Hydra's own error, from train.log
     assert (tmp_path / "train.log").exists()
+
+
+def test_a_session_trains_once_its_first_metrics_land(tmp_path):
+    from maspo_verl.launch import SESSION_PROJECT, session_trains
+
+    logs = tmp_path / SESSION_PROJECT
+    logs.mkdir()
+    assert not session_trains(tmp_path, 41)
+    (logs / "run41_1.jsonl").write_text("")  # created, nothing logged yet
+    (logs / "run4_1.jsonl").write_text('{"step": 1}\n')  # another process's session
+    assert not session_trains(tmp_path, 41)
+    (logs / "run41_2.jsonl").write_text('{"step": 1}\n')  # its second run trains (the first failed)
+    assert session_trains(tmp_path, 41)

@@ -51,7 +51,7 @@ from pathlib import Path
 
 from omegaconf import ListConfig
 
-from ..launch import RaySession, RunFailed
+from ..launch import RaySession, RunFailed, session_trains
 
 # task -> the kit preset that trains on it (configs/kit/)
 KIT_PRESETS = {"add": "tiny_cpu", "chain": "chain_cpu"}
@@ -61,6 +61,7 @@ DEFAULT_TASK = "add"
 DEFAULT_TARGETS = {"add": 0.65, "chain": 0.3}
 PROBE_SAMPLES = 8  # sampled responses per held-out prompt: mean@8 and unbiased pass@k up to 8
 PROBE_SEED = 0  # the same draws for every probe (common random numbers)
+SESSION_LOGS = "verl_logs"  # under the sweep's folder: verl's per-run metrics of every Ray session
 
 # The default presets: the methods of the MASPO paper's table, and DAPO. GSPO, CISPO and the MASPO
 # ablations are one flag away (`--presets all`).
@@ -518,7 +519,7 @@ def run_sweep(specs: list, out: Path, retry_failed: bool = False, log=print, wor
         return results
     progress = Progress(len(specs), len(results), log)
     try:
-        with RaySession(out / "verl_logs") as session:
+        with RaySession(out / SESSION_LOGS) as session:
             for spec in todo:
                 results[spec.name] = run_one(session, spec, out, progress)
                 progress.run_finished(spec, results[spec.name])
@@ -552,12 +553,16 @@ def run_in_shards(todo: list, out: Path, workers: int, total: int, log=print) ->
 
     processes = []
     for index in range(workers):
-        shard = [{"kind": spec.kind, **asdict(spec)} for spec in todo[index::workers]]
+        shard_specs = todo[index::workers]
         shard_file = out / f"shard{index}.json"
-        shard_file.write_text(json.dumps({"out": str(out), "runs": shard}, indent=2))
+        shard_file.write_text(
+            json.dumps({"out": str(out), "runs": [{"kind": s.kind, **asdict(s)} for s in shard_specs]})
+        )
         with open(out / SHARD_LOG.format(index=index), "w") as shard_log:
             processes.append(subprocess.Popen([sys.executable, "-m", "maspo_verl.bench.sweep", str(shard_file)],
                                               stdout=shard_log, stderr=subprocess.STDOUT))  # fmt: skip
+        if index < workers - 1:
+            _wait_until_training(out, processes[-1])
     log(f"{len(todo)} runs in {workers} Ray sessions side by side; their logs: {out}/shard<i>.log")
     bar = tqdm(total=total, initial=total - len(todo), unit="run", dynamic_ncols=True, desc="sweep")
     results = {}
@@ -584,6 +589,20 @@ def run_in_shards(todo: list, out: Path, workers: int, total: int, log=print) ->
     if missing:
         raise RuntimeError(f"{len(missing)} runs ended without a result (first: {missing[0]}); see {out}/shard<i>.log")
     return results
+
+
+SHARD_START_WAIT_S = 300
+
+
+def _wait_until_training(out: Path, process) -> None:
+    """Wait until a shard's Ray session trains (or the shard ends): Ray starting two clusters at once
+    on a busy machine can miss its own fixed 30-second start-up limit ("The current node timed out
+    during startup"), so the next shard starts once this one is up."""
+    deadline = time.monotonic() + SHARD_START_WAIT_S
+    while (
+        time.monotonic() < deadline and process.poll() is None and not session_trains(out / SESSION_LOGS, process.pid)
+    ):
+        time.sleep(1)
 
 
 def _run_shard(shard_file: Path) -> None:
