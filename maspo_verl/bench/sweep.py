@@ -82,7 +82,7 @@ REGIMES = {
 # on the first CONTROL_SEEDS[name] seeds of the sweep (the replicate on every seed, as a preset):
 # lr0 cannot move (the probe draws the same samples from the same weights), and the harm
 # control's effect is large next to the seed spread.
-CONTROL_SEEDS = {"lr0": 1, "no_trust_region": 3}
+CONTROL_SEEDS = {"lr0": 1}
 REPLICATE = "replicate"
 REPLICATE_SEED_OFFSET = 10_000  # the replicate's sampling seed: seed + this, no other run's seed
 CONTROLS = {
