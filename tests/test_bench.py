@@ -114,9 +114,9 @@ def test_plan_is_seed_major_has_the_controls_and_rejects_bad_settings():
         "standard/no_trust_region/seed0",
         "standard/grpo/seed1", "standard/maspo/seed1", "standard/replicate/seed1",  # lr0: one seed
         "standard/no_trust_region/seed1",
-        "standard/grpo/seed2", "standard/maspo/seed2", "standard/replicate/seed2",  # the harm control: three
+        "standard/grpo/seed2", "standard/maspo/seed2", "standard/replicate/seed2",  # the others: every seed
         "standard/no_trust_region/seed2",
-        "standard/grpo/seed3", "standard/maspo/seed3", "standard/replicate/seed3",  # the replicate: every seed
+        "standard/grpo/seed3", "standard/maspo/seed3", "standard/replicate/seed3", "standard/no_trust_region/seed3",
     ]  # fmt: skip
     overrides = specs[0].overrides()
     assert "algorithm=grpo" in overrides and "data.seed=0" in overrides and "+kit=tiny_cpu" in overrides
@@ -124,8 +124,10 @@ def test_plan_is_seed_major_has_the_controls_and_rejects_bad_settings():
     assert (
         "trainer.test_freq=-1" in overrides and "trainer.save_freq=2" in overrides
     )  # the probe, not verl's validation
-    control = specs[4].overrides()
-    assert "algorithm=grpo" in control and control[-4:] == list(CONTROLS["no_trust_region"][1])
+    control, grpo = specs[4].overrides(), specs[0].overrides()
+    assert "algorithm=grpo" in control and control[-3:] == list(CONTROLS["no_trust_region"][1])
+    # the harm control differs from grpo in the trust region alone
+    assert [o for o in control if o not in grpo] == [o for o in control if "clip_ratio" in o]
     # the replicate: grpo, the same data order, another sampling seed (no other run's)
     replicate, grpo = specs[7].overrides(), specs[5].overrides()
     assert replicate != grpo and "data.seed=1" in replicate and "actor_rollout_ref.rollout.seed=10001" in replicate
