@@ -7,8 +7,9 @@ assumption as soon as an installed verl differs, instead of failing later or sil
   with signature ``(config, model_output, data, dp_group=None)``, bound by name in
   ``verl.workers.engine_workers`` (``partial(ppo_loss, config=...)`` in ``init_model``) and in
   ``verl.trainer.distillation.losses``. We replace that name in those modules with
-  ``maspo_verl.hook.hooked_ppo_loss(ppo_loss)``; the engine workers build their loss function
-  after our plugin ran (``import verl`` loads it), so they bind the wrapper.
+  ``wrap(ppo_loss)`` (registration passes ``maspo_verl.hook.hooked_ppo_loss``); the engine
+  workers build their loss function after our plugin ran (``import verl`` loads it), so they
+  bind the wrapper.
 * ``padded_response`` / ``to_data_layout``: verl's padding helpers for the engine's
   no-padding (jagged) micro-batches.
 * ``mean_metric``: verl's ``Metric`` with mean aggregation over micro-batches and ranks.
@@ -45,10 +46,13 @@ PPO_LOSS_USERS = ("verl.workers.engine_workers", "verl.trainer.distillation.loss
 PPO_LOSS_PARAMETERS = ["config", "model_output", "data", "dp_group"]
 
 
-def install_ppo_loss_hook() -> None:
-    """Put ``hooked_ppo_loss`` in place of verl's ``ppo_loss`` wherever verl binds it (idempotent)."""
-    from .hook import hooked_ppo_loss
+def install_ppo_loss_hook(wrap) -> None:
+    """Put ``wrap(ppo_loss)`` in place of verl's ``ppo_loss`` wherever verl binds it (idempotent).
 
+    ``wrap`` returns a function marked ``_maspo_verl_hook = True`` that keeps verl's original as
+    ``_maspo_verl_wrapped`` (``maspo_verl.hook.hooked_ppo_loss`` does); taking it as an argument
+    keeps this module below the hook, which uses compat's padding helpers.
+    """
     home = importlib.import_module(PPO_LOSS_HOME)
     original = getattr(home, "ppo_loss", None)
     if original is None:
@@ -59,7 +63,7 @@ def install_ppo_loss_hook() -> None:
         raise RuntimeError(
             f"maspo-verl: {PPO_LOSS_HOME}.ppo_loss takes {parameters}, not {PPO_LOSS_PARAMETERS} as in verl 0.9.1"
         )
-    wrapper = hooked_ppo_loss(original)
+    wrapper = wrap(original)
     for name in (PPO_LOSS_HOME, *PPO_LOSS_USERS):
         module = importlib.import_module(name)
         bound = getattr(module, "ppo_loss", None)

@@ -1,5 +1,6 @@
 """The one place where maspo-verl steps into verl's actor loss: a wrapper around verl's
-``ppo_loss`` (``verl/workers/utils/losses.py``), installed by ``maspo_verl.compat``.
+``ppo_loss`` (``verl/workers/utils/losses.py``), put in place by ``maspo_verl.registration``
+through ``maspo_verl.compat.install_ppo_loss_hook``.
 
 verl's engine calls ``ppo_loss(config, model_output, data, dp_group)`` once per micro-batch.
 ``ppo_loss`` computes the current policy's entropy (when ``actor.calculate_entropy``) and
@@ -25,6 +26,7 @@ from typing import Any, Optional
 
 import torch
 
+from .compat import mean_metric, padded_response, to_data_layout
 from .dp_sync import JoinedSum
 from .shaping import NO_SHAPER, ShaperInputs, resolve_shaper
 
@@ -75,8 +77,6 @@ def shape_advantages(config, model_output, data):
     name = policy_loss.get("advantage_shaper", NO_SHAPER) if policy_loss is not None else NO_SHAPER
     if name in (None, "", NO_SHAPER):
         return data, {}
-    from .compat import padded_response, to_data_layout
-
     spec, params = resolve_shaper(
         name, policy_loss.get("advantage_shaper_kwargs"), policy_loss.get("advantage_shaper_module"),
         "actor_rollout_ref.actor.policy_loss.",
@@ -106,6 +106,4 @@ def shape_advantages(config, model_output, data):
 
 
 def _as_verl_metrics(metrics: dict) -> dict:
-    from .compat import mean_metric
-
     return {name: mean_metric(value) for name, value in metrics.items()}
