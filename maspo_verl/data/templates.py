@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 BOXED = "boxed"
 ANSWER_LINE = "answer_line"
@@ -69,11 +70,31 @@ TEMPLATES = {
 DEFAULT_TEMPLATE = "r1"
 
 
+@dataclass
+class Scored:
+    """What a reward function (verl's custom-reward signature) said of one response."""
+
+    score: float
+    acc: float
+    pred: Any
+
+    @property
+    def correct(self) -> bool:
+        """A sample counts as correct for Pass@k when its acc is at least 0.5 (acc is 0/1 for our scorers)."""
+        return self.acc >= 0.5
+
+    @classmethod
+    def of(cls, result) -> "Scored":
+        """A reward function's return value: a number, or a dict with ``score`` (``acc``, ``pred`` optional)."""
+        if isinstance(result, dict):
+            score = float(result["score"])
+            return cls(score=score, acc=float(result.get("acc", score)), pred=result.get("pred"))
+        return cls(score=float(result), acc=float(result), pred=None)
+
+
 def reward_reads(template: str, score, data_source: str, ground_truth, extra_info: dict | None = None) -> str | None:
     """None when ``score`` (verl's custom-reward signature) judges the right answer, written the
     way ``template`` asks, as correct; otherwise what it did instead."""
-    from maspo_verl.eval.scoring import Scored
-
     response = TEMPLATES[template].example_response(str(ground_truth))
     try:
         result = score(data_source=data_source, solution_str=response, ground_truth=ground_truth,
