@@ -13,8 +13,7 @@ import sys
 import hydra
 from omegaconf import OmegaConf
 
-from .config import check_algorithm_config
-from .preflight import dry_run, preflight
+from .preflight import check_algorithm_config, dry_run, preflight
 
 # `--dry-run` (or MASPO_VERL_DRY_RUN=1): compose, check and build the configs, print, stop.
 DRY_RUN_ENV = "MASPO_VERL_DRY_RUN"

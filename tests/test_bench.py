@@ -460,8 +460,7 @@ def test_every_regime_passes_the_checks_that_run_before_ray(regime):
     included), and give the updates per rollout the docs state."""
     from hydra import compose, initialize_config_module
 
-    from maspo_verl.config import check_algorithm_config
-    from maspo_verl.preflight import check_batch_sizes
+    from maspo_verl.preflight import check_algorithm_config, check_batch_sizes
 
     spec = plan(["maspo"], [0], [regime], 20, 10, controls=False)[0]
     overrides = [o for o in spec.overrides() if not o.startswith("+kit=")]

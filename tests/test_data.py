@@ -265,7 +265,7 @@ def _with_reward(config, path):
 
 
 def test_the_recipes_reward_reads_both_templates(template_config):
-    from maspo_verl.data.templates import check_data_templates
+    from maspo_verl.preflight import check_data_templates
 
     config, root = template_config
     assert config.reward.custom_reward_function.path == "pkg://maspo_verl.rewards.math_score"
@@ -290,7 +290,7 @@ def test_a_dapo_template_set_scored_by_a_boxed_only_reward_is_refused_before_ray
 
 
 def test_an_r1_template_set_scored_by_an_answer_line_reward_is_refused(template_config):
-    from maspo_verl.data.templates import check_data_templates
+    from maspo_verl.preflight import check_data_templates
 
     config, root = template_config
     config = _with_reward(config, root / "answer_line_only.py")
@@ -303,7 +303,7 @@ def test_an_r1_template_set_scored_by_an_answer_line_reward_is_refused(template_
 
 def test_verls_default_reward_is_probed_too(template_config, tmp_path):
     """Without a custom reward verl scores by data_source; it has no scorer for `amc23`."""
-    from maspo_verl.data.templates import check_data_templates
+    from maspo_verl.preflight import check_data_templates
 
     config, root = template_config
     config = _with_reward(config, None)
@@ -315,7 +315,7 @@ def test_verls_default_reward_is_probed_too(template_config, tmp_path):
 
 
 def test_files_without_a_recorded_template_are_not_probed(template_config, tmp_path):
-    from maspo_verl.data.templates import check_data_templates
+    from maspo_verl.preflight import check_data_templates
 
     config, root = template_config
     old = tmp_path / "old.parquet"

@@ -6,10 +6,12 @@ import pytest
 import torch
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 
+from maspo_verl import config as config_module
 from maspo_verl.algos import LOSSES
 from maspo_verl.algos.common import prepare_inputs
-from maspo_verl.config import CONFIG_CLASSES, check_algorithm_config
+from maspo_verl.config import CONFIG_CLASSES
 from maspo_verl.losses import POLICY_LOSSES, loss_params
+from maspo_verl.preflight import check_algorithm_config
 from verl_batch import make_batch
 from verl_config import build_actor_config, compose_ours
 
@@ -35,6 +37,8 @@ def test_every_declared_loss_is_registered_with_verl_under_its_name():
         assert POLICY_LOSS_REGISTRY[name] is POLICY_LOSSES[name]
         assert CONFIG_CLASSES[name].__name__ == SPECS[name].config_class_name
         assert CONFIG_CLASSES[name]().loss_mode == name
+        # assigned by name in maspo_verl.config, where the presets' `_target_` lines find it
+        assert getattr(config_module, SPECS[name].config_class_name) is CONFIG_CLASSES[name]
 
 
 @pytest.mark.parametrize("name", NAMES)

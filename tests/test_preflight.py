@@ -1,4 +1,4 @@
-"""Preflight's checks for the first GPU launch (maspo_verl/preflight.py): the legacy trainer,
+"""Preflight's checks for the first GPU launch (maspo_verl/preflight/): the legacy trainer,
 sequence parallelism and attention, the attention package, and the two warnings (a trust region
 that cannot act; BAPO's bounds chosen per micro-batch).
 
@@ -376,10 +376,10 @@ def test_preflight_refuses_a_missing_package_and_the_dry_run_notes_it_without_cu
     packages(missing={"flash_attn", "torch_npu"})
     with pytest.raises(ValueError, match="needs the flash_attn package"):
         pf.preflight(config)
-    monkeypatch.setattr(pf, "_cuda_visible", lambda: True)  # a dry run on a GPU node checks as the run does
+    monkeypatch.setattr(pf.parallelism, "_cuda_visible", lambda: True)  # a dry run on a GPU node checks as the run does
     with pytest.raises(ValueError, match="needs the flash_attn package"):
         pf.preflight(config, dry_run=True)
-    monkeypatch.setattr(pf, "_cuda_visible", lambda: False)
+    monkeypatch.setattr(pf.parallelism, "_cuda_visible", lambda: False)
     with pytest.warns(pf.PreflightWarning, match="loss_mode=bapo with actor_rollout_ref.actor.use_dynamic_bsz=True"):
         summary = pf.preflight(config, dry_run=True)
     text = pf.describe(config, summary, built={"actor": object()})

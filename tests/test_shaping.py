@@ -13,8 +13,9 @@ from hypothesis.extra import numpy as hnp
 
 from maspo_verl import compat
 from maspo_verl.algos.entropy_adv import EntropyAdvParams, ShaperInputs, entropy_advantage
-from maspo_verl.config import BasePolicyLossConfig, check_algorithm_config
+from maspo_verl.config import BasePolicyLossConfig
 from maspo_verl.hook import hooked_ppo_loss
+from maspo_verl.preflight import check_algorithm_config
 from maspo_verl.shaping import SHAPERS, register_advantage_shaper
 from verl_batch import make_batch, run_ppo_loss, token_entropy
 from verl_config import build_actor_config, compose_ours
