@@ -142,8 +142,11 @@ def test_command_line(tmp_path, capsys):
     assert prep.main(["prepare", "amc23", "--source", str(source), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     assert "amc23: 3 rows in, 3 rows out" in capsys.readouterr().out
     assert (tmp_path / "o" / "amc23.parquet").is_file()
-    with pytest.raises(SystemExit, match="exactly one set"):
-        prep.main(["prepare", "eval", "--source", str(source), "--out", str(tmp_path)])
+    assert prep.main(["prepare", "eval", "--source", str(source), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "maspo_verl.data: error: --source names one file, so give exactly one set (got ['aime24', 'aime25', "
+        "'amc23', 'math500', 'minerva', 'olympiadbench'])\n"
+    )
     assert prep.main(["list"]) == 0
     assert "olympiadbench" in capsys.readouterr().out
 

@@ -21,6 +21,9 @@ import json
 import sys
 from pathlib import Path
 
+from hydra.errors import ConfigCompositionException
+
+from ..refusal import REFUSALS, debugging, refuse
 from .plan import dry_run, print_plan
 from .plots import plot_regime
 from .summary import markdown, paper_tables, summarize
@@ -92,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     parser.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     parser.add_argument("--report-only", action="store_true", help="only summarize and plot the finished runs")
+    parser.add_argument("--debug", action="store_true", help="a refusal shows its traceback")
     return parser
 
 
@@ -128,14 +132,15 @@ def report(specs, out: Path, target: float | None, log=print) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+    try:  # the sweep's input, and with --plan every run's config: refused before anything runs
         specs = build_specs(args)
-    except BenchInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.plan:
-        print_plan(specs, args.throughput, args.fill, args.out.resolve())
-        return 0
+        if args.plan:
+            print_plan(specs, args.throughput, args.fill, args.out.resolve())
+            return 0
+    except (*REFUSALS, ConfigCompositionException) as exc:  # BenchInputError is a ValueError
+        if debugging(args.debug):
+            raise
+        return refuse("maspo_verl.bench", exc)
     if args.dry_run:
         return dry_run(specs, args.out.resolve())
     out = args.out.resolve()
