@@ -27,7 +27,7 @@ from maspo_verl.bench.summary import (
     spread,
     summarize,
 )
-from maspo_verl.bench.sweep import CONTROLS, MAIN_PRESETS, REGIMES, BenchInputError, available_presets, plan
+from maspo_verl.bench.sweep import CONTROLS, MAIN_PRESETS, REGIMES, BenchInputError, available_presets, plan_kit
 from maspo_verl.kit.chain import ChainProblem, random_problem, split_problems
 from maspo_verl.kit.reward import compute_chain_score
 
@@ -99,7 +99,7 @@ def test_chain_problem_question_layout():
 
 
 def test_plan_is_seed_major_has_the_controls_and_rejects_bad_settings():
-    specs = plan(["grpo", "maspo"], [0, 1, 2, 3], ["standard"], 4, 2)
+    specs = plan_kit(["grpo", "maspo"], [0, 1, 2, 3], ["standard"], 4, 2)
     assert [s.name for s in specs] == [
         "standard/grpo/seed0", "standard/maspo/seed0", "standard/lr0/seed0", "standard/no_trust_region/seed0",
         "standard/grpo/seed1", "standard/maspo/seed1", "standard/no_trust_region/seed1",  # lr0: one seed
@@ -113,21 +113,21 @@ def test_plan_is_seed_major_has_the_controls_and_rejects_bad_settings():
     )  # the probe, not verl's validation
     control = specs[3].overrides()
     assert "algorithm=grpo" in control and control[-4:] == list(CONTROLS["no_trust_region"][1])
-    assert [s.name for s in plan(["grpo"], [0], ["standard"], 4, 2, controls=False)] == ["standard/grpo/seed0"]
-    assert plan(["grpo"], [0], ["standard"], 4, 2, task="chain")[0].overrides()[0] == "+kit=chain_cpu"
-    assert plan(["grpo"], [0], ["standard"], 25, 10)[0].probe_steps() == [10, 20, 25]
+    assert [s.name for s in plan_kit(["grpo"], [0], ["standard"], 4, 2, controls=False)] == ["standard/grpo/seed0"]
+    assert plan_kit(["grpo"], [0], ["standard"], 4, 2, task="chain")[0].overrides()[0] == "+kit=chain_cpu"
+    assert plan_kit(["grpo"], [0], ["standard"], 25, 10)[0].probe_steps() == [10, 20, 25]
     with pytest.raises(BenchInputError, match="no_such_preset: no such preset; choose from .*maspo"):
-        plan(["no_such_preset"], [0], ["standard"], 4, 2)
+        plan_kit(["no_such_preset"], [0], ["standard"], 4, 2)
     with pytest.raises(BenchInputError, match="--regimes gentle: choose from standard, stress"):
-        plan(["grpo"], [0], ["gentle"], 4, 2)
+        plan_kit(["grpo"], [0], ["gentle"], 4, 2)
     with pytest.raises(BenchInputError, match="--steps 0"):
-        plan(["grpo"], [0], ["standard"], 0, 2)
+        plan_kit(["grpo"], [0], ["standard"], 0, 2)
     with pytest.raises(BenchInputError, match="repeated"):
-        plan(["grpo"], [0, 0], ["standard"], 4, 2)
+        plan_kit(["grpo"], [0, 0], ["standard"], 4, 2)
     with pytest.raises(BenchInputError, match="--task mul: choose from add, chain"):
-        plan(["grpo"], [0], ["standard"], 4, 2, task="mul")
+        plan_kit(["grpo"], [0], ["standard"], 4, 2, task="mul")
     with pytest.raises(BenchInputError, match="lr0: the name of a variant must not be a preset or control"):
-        plan(["grpo"], [0], ["standard"], 4, 2, variants=["lr0=grpo actor_rollout_ref.actor.optim.lr=1e-6"])
+        plan_kit(["grpo"], [0], ["standard"], 4, 2, variants=["lr0=grpo actor_rollout_ref.actor.optim.lr=1e-6"])
     assert set(MAIN_PRESETS) < set(available_presets())
 
 
@@ -462,7 +462,7 @@ def test_every_regime_passes_the_checks_that_run_before_ray(regime):
 
     from maspo_verl.preflight import check_algorithm_config, check_batch_sizes
 
-    spec = plan(["maspo"], [0], [regime], 20, 10, controls=False)[0]
+    spec = plan_kit(["maspo"], [0], [regime], 20, 10, controls=False)[0]
     overrides = [o for o in spec.overrides() if not o.startswith("+kit=")]
     with initialize_config_module(config_module="maspo_verl_configs", version_base=None):
         config = compose("maspo_trainer", overrides=["+kit=tiny_cpu", *overrides])

@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
 from maspo_verl import preflight as pf
-from maspo_verl.bench.sweep import KIT_PRESETS, REGIMES, plan
+from maspo_verl.bench.sweep import KIT_PRESETS, REGIMES, plan_kit
 
 ROOT = Path(__file__).resolve().parents[1]
 KITS = sorted(path.stem for path in (ROOT / "configs" / "kit").glob("*.yaml"))
@@ -267,7 +267,7 @@ def _configs_that_ship():
     """Every kit preset, every bench regime (as the sweep composes it) and every paper recipe."""
     cases = [(f"kit {kit}", (f"+kit={kit}",)) for kit in KITS]
     for task in KIT_PRESETS:
-        for spec in plan(["grpo"], [0], list(REGIMES), 20, 10, task=task):  # grpo and the controls
+        for spec in plan_kit(["grpo"], [0], list(REGIMES), 20, 10, task=task):  # grpo and the controls
             overrides = tuple(o for o in spec.overrides() if "algorithm=" not in o)
             cases.append((f"bench {task} {spec.regime} {spec.preset}", overrides))
     return cases + [(f"recipe {recipe}", (f"recipe={recipe}",)) for recipe in RECIPES]

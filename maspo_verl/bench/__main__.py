@@ -35,7 +35,7 @@ from .sweep import (
     REGIMES,
     BenchInputError,
     available_presets,
-    plan,
+    plan_kit,
     plan_recipes,
     read_result,
     run_sweep,
@@ -109,8 +109,8 @@ def build_specs(args) -> list:
         )
     if args.plan:
         raise BenchInputError("--plan estimates GPU-hours of a recipe sweep: give --recipe")
-    return plan(presets, args.seeds, args.regimes, args.steps or 30, args.probe_every, args.variant,
-                controls=not args.no_controls, task=args.task)  # fmt: skip
+    return plan_kit(presets, args.seeds, args.regimes, args.steps or 30, args.probe_every, args.variant,
+                    controls=not args.no_controls, task=args.task)  # fmt: skip
 
 
 def report(specs, out: Path, target: float | None, log=print) -> dict:
