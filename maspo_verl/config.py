@@ -51,10 +51,15 @@ class BasePolicyLossConfig(PolicyLossConfig):
         check_nonfinite_limit(self.max_consecutive_nonfinite_calls)
 
 
+# loss_mode -> config class: one per declared loss, in the order of the assignments below
+# (tests/test_losses.py checks it against maspo_verl.algos.LOSSES)
+CONFIG_CLASSES: dict[str, type] = {}
+
+
 def policy_loss_config_class(spec: LossSpec) -> type:
     """The ``policy_loss`` config class of a declared loss: a dataclass with its policy-loss
     settings (its Params minus the actor keys), checked by its Params' rules, named
-    ``spec.config_class_name``; assign it to that name in this module."""
+    ``spec.config_class_name`` and listed in ``CONFIG_CLASSES``; assign it to that name below."""
     own = [f for f in fields(spec.params) if f.name not in spec.actor_keys]
     checked_params = type(spec.params.__name__, (spec.params,), {"_key_prefix": KEY_PREFIX})
 
@@ -69,15 +74,10 @@ def policy_loss_config_class(spec: LossSpec) -> type:
         namespace={"__post_init__": __post_init__, "__doc__": f"policy_loss config of `{spec.name}`: {spec.summary}"},
     )
     cls.__module__ = __name__  # importable (and picklable) as maspo_verl.config.<name>
+    CONFIG_CLASSES[spec.name] = cls
     return cls
 
 
 MASPOPolicyLossConfig = policy_loss_config_class(maspo.LOSS)
 DACPolicyLossConfig = policy_loss_config_class(dac.LOSS)
 BAPOPolicyLossConfig = policy_loss_config_class(bapo.LOSS)
-
-# loss_mode -> config class, in the order of LOSSES (tests/test_losses.py: one per declared loss)
-CONFIG_CLASSES: dict[str, type] = {
-    cls.__dataclass_fields__["loss_mode"].default: cls
-    for cls in (MASPOPolicyLossConfig, DACPolicyLossConfig, BAPOPolicyLossConfig)
-}
