@@ -24,6 +24,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
 from maspo_verl import preflight as pf
+from maspo_verl.algos import LOSSES
 from maspo_verl.bench.sweep import KIT_PRESETS, REGIMES, plan_kit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -348,6 +349,29 @@ def test_the_docs_say_what_per_micro_batch_changes():
 
 
 # ----------------------------------------------------------------------------- wiring: preflight and the dry run
+
+
+@pytest.mark.parametrize("preset", [*(spec.name for spec in LOSSES), "grpo"])
+def test_the_dry_run_prints_every_setting_of_the_loss_that_runs(preset):
+    """From the loss's declaration (its Params), each read where the loss reads it: an actor key
+    (clip_ratio_c) from the actor, a setting the preset leaves out at its default. verl's own
+    losses have no line."""
+    from dataclasses import fields
+
+    config = _compose(*PAPER_7B[:1], f"algorithm={preset}", changes={"actor_rollout_ref.actor.clip_ratio_c": 4.5})
+    summary = {"n_gpus": 8, "dp": 8, "rollout_replicas": 8, "updates_per_step": 16, "rows": {}, "attention": [],
+               "warnings": []}  # fmt: skip
+    lines = [line for line in pf.describe(config, summary, built={}).splitlines() if line.startswith(f"{preset} ")]
+    spec = next((spec for spec in LOSSES if spec.name == preset), None)
+    if spec is None:
+        assert lines == []
+        return
+    (line,) = lines
+    actor = config.actor_rollout_ref.actor
+    for f in fields(spec.params):
+        value = actor[f.name] if f.name in spec.actor_keys else actor.policy_loss.get(f.name, f.default)
+        assert f" {f.name}={value}" in line, f.name
+    assert ("clip_ratio_c=4.5" in line) == ("clip_ratio_c" in spec.actor_keys)
 
 
 @pytest.fixture(scope="module")
