@@ -13,6 +13,7 @@ from dataclasses import fields
 from omegaconf import OmegaConf, open_dict
 
 from ..algos import LOSSES
+from ..losses import loss_params
 from .steps import preflight
 
 
@@ -85,8 +86,6 @@ def _build_reward_manager(config):
 def loss_settings(actor) -> str | None:
     """`<loss>  key=value ...`: every setting a declared loss reads (its Params, from the
     policy-loss section and, for its actor keys, the actor), as the loss will read them."""
-    from ..losses import loss_params
-
     spec = next((spec for spec in LOSSES if spec.name == actor.policy_loss.loss_mode), None)
     if spec is None:
         return None

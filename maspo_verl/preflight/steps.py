@@ -9,9 +9,10 @@ from . import algorithm, batch_sizes, caveats, data, parallelism
 # (config, what the steps before it found, dry_run) -> what it found
 Step = Callable[[Any, dict, bool], dict]
 
-# In this order: the first refusal stops the run, so what the others assume comes first (the
-# trainer, then settings that need no file, then the files). A new family of checks is a module
-# with a step function and a line here.
+# In this order, and the first refusal stops the run: the trainer and sequence parallelism (no
+# file read), the data files, the batch sizes, the reward and the prompt templates it must read,
+# the attention packages, then the warnings (which need the data-parallel size). A new family of
+# checks is a module with a step function and a line here.
 STEPS: list[Step] = [
     algorithm.trainer_step,
     parallelism.sequence_parallel_step,
