@@ -7,11 +7,12 @@ assumption as soon as an installed verl differs, instead of failing later or sil
   with signature ``(config, model_output, data, dp_group=None)``, bound by name in
   ``verl.workers.engine_workers`` (``partial(ppo_loss, config=...)`` in ``init_model``) and in
   ``verl.trainer.distillation.losses``. We replace that name in those modules with
-  ``maspo_verl.hook.hooked_ppo_loss(ppo_loss)``; the engine workers build their loss function
-  after our plugin ran (``import verl`` loads it), so they bind the wrapper. ``ppo_loss`` finds
-  the policy loss through ``get_policy_loss_fn``, bound by name in its module; we bind
-  ``maspo_verl.hook.measured_lookup(get_policy_loss_fn)`` there, so that every policy loss
-  (verl's and ours) is measured the same way (``maspo_verl.loss_metrics``).
+  ``wrap(ppo_loss)`` (registration passes ``maspo_verl.hook.hooked_ppo_loss``); the engine
+  workers build their loss function after our plugin ran (``import verl`` loads it), so they
+  bind the wrapper. ``ppo_loss`` finds the policy loss through ``get_policy_loss_fn``, bound by
+  name in its module; we bind ``measure(get_policy_loss_fn)`` there (registration passes
+  ``maspo_verl.hook.measured_lookup``), so that every policy loss (verl's and ours) is measured
+  the same way (``maspo_verl.loss_metrics``).
 * ``aggregation_weights``: how much ``agg_loss`` weighs each token, for the loss-side metrics;
   it knows which of verl 0.9.1's losses ignore the actor's ``loss_agg_mode`` (``sapo`` always
   aggregates seq-mean-token-mean; ``geo_mean`` takes the plain mean of each sequence's token
@@ -53,10 +54,14 @@ PPO_LOSS_PARAMETERS = ["config", "model_output", "data", "dp_group"]
 POLICY_LOSS_LOOKUP = "get_policy_loss_fn"  # how PPO_LOSS_HOME's ppo_loss finds the policy loss
 
 
-def install_ppo_loss_hook() -> None:
-    """Put ``hooked_ppo_loss`` in place of verl's ``ppo_loss`` wherever verl binds it (idempotent)."""
-    from .hook import hooked_ppo_loss
+def install_ppo_loss_hook(wrap, measure) -> None:
+    """Put ``wrap(ppo_loss)`` in place of verl's ``ppo_loss`` wherever verl binds it, and
+    ``measure(get_policy_loss_fn)`` where that ppo_loss looks its policy loss up (idempotent).
 
+    Both return functions marked ``_maspo_verl_hook = True``; ``wrap``'s keeps verl's original as
+    ``_maspo_verl_wrapped`` (``maspo_verl.hook.hooked_ppo_loss`` and ``measured_lookup`` do). Taking
+    them as arguments keeps this module below the hook, which uses compat's padding helpers.
+    """
     home = importlib.import_module(PPO_LOSS_HOME)
     original = getattr(home, "ppo_loss", None)
     if original is None:
@@ -67,7 +72,7 @@ def install_ppo_loss_hook() -> None:
         raise RuntimeError(
             f"maspo-verl: {PPO_LOSS_HOME}.ppo_loss takes {parameters}, not {PPO_LOSS_PARAMETERS} as in verl 0.9.1"
         )
-    wrapper = hooked_ppo_loss(original)
+    wrapper = wrap(original)
     for name in (PPO_LOSS_HOME, *PPO_LOSS_USERS):
         module = importlib.import_module(name)
         bound = getattr(module, "ppo_loss", None)
@@ -80,14 +85,12 @@ def install_ppo_loss_hook() -> None:
                 f"maspo-verl: {name}.ppo_loss is not verl's {PPO_LOSS_HOME}.ppo_loss; refusing to wrap it"
             )
         module.ppo_loss = wrapper
-    _install_measured_lookup(home)
+    _install_measured_lookup(home, measure)
 
 
-def _install_measured_lookup(home) -> None:
-    """Bind ``measured_lookup(get_policy_loss_fn)`` where verl's ppo_loss looks its policy loss up."""
+def _install_measured_lookup(home, measure) -> None:
+    """Bind ``measure(get_policy_loss_fn)`` where verl's ppo_loss looks its policy loss up."""
     from verl.trainer.ppo import core_algos
-
-    from .hook import measured_lookup
 
     bound = getattr(home, POLICY_LOSS_LOOKUP, None)
     if getattr(bound, "_maspo_verl_hook", False):
@@ -97,7 +100,7 @@ def _install_measured_lookup(home) -> None:
             f"maspo-verl: {PPO_LOSS_HOME} no longer binds verl's core_algos.{POLICY_LOSS_LOOKUP} by name; the "
             "loss-side metrics (actor/pg_weight/*, actor/ratio/*) cannot see the policy loss"
         )
-    setattr(home, POLICY_LOSS_LOOKUP, measured_lookup(bound))
+    setattr(home, POLICY_LOSS_LOOKUP, measure(bound))
 
 
 # verl 0.9.1's losses that do not aggregate with the actor's loss_agg_mode: (their mode, whether

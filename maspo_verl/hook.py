@@ -1,5 +1,6 @@
 """The one place where maspo-verl steps into verl's actor loss: a wrapper around verl's
-``ppo_loss`` (``verl/workers/utils/losses.py``), installed by ``maspo_verl.compat``.
+``ppo_loss`` (``verl/workers/utils/losses.py``), put in place by ``maspo_verl.registration``
+through ``maspo_verl.compat.install_ppo_loss_hook``.
 
 verl's engine calls ``ppo_loss(config, model_output, data, dp_group)`` once per micro-batch.
 ``ppo_loss`` computes the current policy's entropy (when ``actor.calculate_entropy``) and
@@ -31,6 +32,7 @@ from typing import Any, Optional
 
 import torch
 
+from .compat import padded_response, to_data_layout, verl_metric
 from .dp_sync import JoinedSum
 from .shaping import NO_SHAPER, ShaperInputs, resolve_shaper
 
@@ -68,8 +70,8 @@ def hooked_ppo_loss(verl_ppo_loss):
             loss, metrics = verl_ppo_loss(config, model_output, data, dp_group)
         finally:
             _CALL.reset(token)
-        metrics.update({name: _verl_metric(value) for name, value in shaper_metrics.items()})
-        metrics.update({name: _verl_metric(value, how) for name, (value, how) in call.loss_metrics.items()})
+        metrics.update({name: verl_metric(value) for name, value in shaper_metrics.items()})
+        metrics.update({name: verl_metric(value, how) for name, (value, how) in call.loss_metrics.items()})
         return loss, metrics
 
     ppo_loss._maspo_verl_hook = True
@@ -118,8 +120,6 @@ def shape_advantages(config, model_output, data):
     name = policy_loss.get("advantage_shaper", NO_SHAPER) if policy_loss is not None else NO_SHAPER
     if name in (None, "", NO_SHAPER):
         return data, {}
-    from .compat import padded_response, to_data_layout
-
     spec, params = resolve_shaper(
         name, policy_loss.get("advantage_shaper_kwargs"), policy_loss.get("advantage_shaper_module"),
         "actor_rollout_ref.actor.policy_loss.",
@@ -146,9 +146,3 @@ def shape_advantages(config, model_output, data):
     prefix = f"{SHAPER_METRIC_PREFIX}{name}/"
     host = torch.stack([value.float() for value in metrics.values()]).tolist() if metrics else []
     return data, {prefix + key: value for key, value in zip(metrics, host)}
-
-
-def _verl_metric(value: float, aggregation: str = "mean"):
-    from .compat import verl_metric
-
-    return verl_metric(value, aggregation)

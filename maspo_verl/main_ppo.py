@@ -5,6 +5,9 @@ itself is verl's `verl.trainer.main_ppo.main`, unchanged. Before handing over, o
 the policy-loss config is checked (a misspelt key or bad value stops the run before Ray or any
 GPU starts), the config is resolved (so the tiny kit, if used, is built here, in view), and
 `trainer.device=cpu` selects our CPU platform for every process of the run.
+
+A refusal of these checks prints its message and exits with status 2 (`maspo_verl.refusal`);
+`--debug` or HYDRA_FULL_ERROR=1 shows the traceback instead.
 """
 
 import os
@@ -13,11 +16,12 @@ import sys
 import hydra
 from omegaconf import OmegaConf
 
-from .config import check_algorithm_config
-from .preflight import dry_run, preflight
+from .preflight import check_algorithm_config, dry_run, preflight
+from .refusal import DEBUG_ENV, refusals
 
 # `--dry-run` (or MASPO_VERL_DRY_RUN=1): compose, check and build the configs, print, stop.
 DRY_RUN_ENV = "MASPO_VERL_DRY_RUN"
+COMMAND = "maspo_verl.main_ppo"
 
 
 def use_cpu_platform_if_asked(config) -> None:
@@ -42,15 +46,16 @@ def prepare(config) -> None:
 
 @hydra.main(config_path="pkg://maspo_verl_configs", config_name="maspo_trainer", version_base=None)
 def main(config):
-    if os.environ.get(DRY_RUN_ENV) == "1":
-        import maspo_verl
+    with refusals(COMMAND):
+        if os.environ.get(DRY_RUN_ENV) == "1":
+            import maspo_verl
 
-        maspo_verl.register()
-        check_algorithm_config(config)
-        OmegaConf.resolve(config)
-        dry_run(config)
-        return
-    prepare(config)
+            maspo_verl.register()
+            check_algorithm_config(config)
+            OmegaConf.resolve(config)
+            dry_run(config)
+            return
+        prepare(config)
 
     from .compat import run_verl_main
 
@@ -59,10 +64,11 @@ def main(config):
 
 def cli() -> None:
     """`python -m maspo_verl.main_ppo` and `maspo-verl-train`: Hydra rejects unknown flags, so
-    `--dry-run` becomes the environment switch first."""
-    if "--dry-run" in sys.argv:
-        sys.argv.remove("--dry-run")
-        os.environ[DRY_RUN_ENV] = "1"
+    `--dry-run` and `--debug` become their environment switches first."""
+    for flag, env in (("--dry-run", DRY_RUN_ENV), ("--debug", DEBUG_ENV)):
+        if flag in sys.argv:
+            sys.argv.remove(flag)
+            os.environ[env] = "1"
     main()
 
 

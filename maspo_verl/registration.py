@@ -84,8 +84,9 @@ def register_config_resolvers() -> None:
 
 def register_ppo_loss_hook() -> None:
     from .compat import install_ppo_loss_hook
+    from .hook import hooked_ppo_loss, measured_lookup
 
-    install_ppo_loss_hook()
+    install_ppo_loss_hook(hooked_ppo_loss, measured_lookup)
 
 
 def register_cpu_platform() -> None:

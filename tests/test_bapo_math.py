@@ -31,9 +31,10 @@ from hypothesis import strategies as st
 
 from expected import BAPO_DEFAULTS as DOC_DEFAULTS
 from gloo_ranks import free_port
+from loss_reference import LossReference
 from maspo_verl.algos.bapo import LOSS, BAPOParams, bapo_diagnostics, bapo_terms, choose_bounds
 from maspo_verl.algos.common import prepare_inputs
-from numeric import assert_grad_matches, f32, loss_inputs, np_
+from numeric import assert_clipped_terms_match, f32, loss_inputs, np_, np_clipped_loss, np_inputs
 
 SHAPES = [(1, 1), (3, 7), (8, 33), (16, 128), (2, 1), (1, 50)]
 SEEDS = list(range(30))
@@ -98,24 +99,8 @@ def np_search(r, A, mask, p):
                 return c_low, c_high, s, False, walk
 
 
-def np_clipped_loss(rho, raw, A, mask, c_low, c_high, c):
-    obj_plain = rho * A
-    obj_clip = np.clip(rho, c_low, c_high) * A
-    clip_active = obj_clip < obj_plain
-    loss = -np.minimum(obj_plain, obj_clip)
-    dual = (A < 0) & (loss > -A * c)
-    loss = np.where(mask, np.where(dual, -A * c, loss), 0.0)
-    grad = np.where(mask & (np.abs(raw) < 20) & ~clip_active & ~dual, -A * rho, 0.0)
-    return loss, grad, mask & clip_active & (rho < c_low), mask & clip_active & (rho > c_high), mask & dual
-
-
 def np_reference(log_prob, old_log_prob, adv, mask, p):
-    mask = np.asarray(mask, bool)
-    lp = np.where(mask, np.asarray(log_prob, np.float64), 0.0)
-    old = np.where(mask, np.asarray(old_log_prob, np.float64), 0.0)
-    A = np.where(mask, np.asarray(adv, np.float64), 0.0)
-    raw = lp - old
-    rho = np.exp(np.clip(raw, -20.0, 20.0))
+    mask, _, _, A, raw, rho = np_inputs(log_prob, old_log_prob, adv, mask)
     c_low, c_high, s, met, walk = np_search(rho, A, mask, p)
     lo32, hi32 = float(np.float32(c_low)), float(np.float32(c_high))
     loss, grad, clip_low, clip_high, dual = np_clipped_loss(rho, raw, A, mask, lo32, hi32, p["clip_ratio_c"])
@@ -123,6 +108,15 @@ def np_reference(log_prob, old_log_prob, adv, mask, p):
     return dict(mask=mask, A=A, raw=raw, rho=rho, c_low=c_low, c_high=c_high, share=s, met=met, walk=walk,
                 shares=np.array(shares), share_start=shares[0], loss=loss, grad=grad,
                 clip_low=clip_low, clip_high=clip_high, dual=dual)  # fmt: skip
+
+
+def np_diagnostics(ref):
+    n = max(int(ref["mask"].sum()), 1)
+    return dict(
+        c_low=ref["c_low"], c_high=ref["c_high"], pos_share=ref["share"], pos_share_start=ref["share_start"],
+        target_met=float(ref["met"]), clip_frac_low=ref["clip_low"].sum() / n,
+        clip_frac_high=ref["clip_high"].sum() / n, dual_clip_frac=ref["dual"].sum() / n,
+    )  # fmt: skip
 
 
 def bound_values(p):
@@ -203,23 +197,20 @@ def run_torch(lp, old, adv, mask, p, dtype=torch.float32, grad=True, reduce_sum=
     return terms, lp_t, inputs
 
 
-def check_against_reference(terms, lp_t, ref, grad=True):
-    v = ref["mask"]
+def check_against_reference(terms, lp_t, ref, params=None):
+    """The choice (bounds, shares, target met), loss and clip flags agree with the reference, and
+    with ``lp_t`` (after backward) the gradient; the loss and gradient are 0 where masked. With
+    ``params``, first that no candidate's share sits within rounding of rho0 (the choice could
+    then differ in float32)."""
+    if params is not None:
+        assert not knife_edge(ref["shares"], params["rho0"])
     assert float(terms.c_low) == pytest.approx(ref["c_low"], abs=1e-6)
     assert float(terms.c_high) == pytest.approx(ref["c_high"], abs=1e-6)
     assert bool(terms.target_met) == ref["met"]
     assert float(terms.pos_share) == pytest.approx(ref["share"], rel=1e-5, abs=1e-7)
     assert float(terms.pos_share_start) == pytest.approx(ref["share_start"], rel=1e-5, abs=1e-7)
     np.testing.assert_allclose(np_(terms.candidate_shares), ref["shares"], rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(np_(terms.loss_mat), ref["loss"], rtol=1e-5, atol=1e-30)
-    assert np.all(np_(terms.loss_mat)[~v] == 0)
-    np.testing.assert_array_equal(terms.clipped_low.numpy() & v, ref["clip_low"])
-    np.testing.assert_array_equal(terms.clipped_high.numpy() & v, ref["clip_high"])
-    np.testing.assert_array_equal(terms.dual_clipped.numpy() & v, ref["dual"])
-    if grad:
-        g = np_(lp_t.grad)
-        assert_grad_matches(g, ref["grad"], np.abs(ref["A"]) * np.maximum(ref["rho"], 1.0))
-        assert np.all(g[~v] == 0)
+    assert_clipped_terms_match(terms, lp_t, ref)
 
 
 def end_state(ref):
@@ -280,13 +271,7 @@ def test_diagnostics_match_numpy(seed):
         lp, old, adv, mask = random_case(rng, shape, p)
         terms, _, inputs = run_torch(lp, old, adv, mask, p, grad=False)
         d = {k: float(v) for k, v in bapo_diagnostics(terms, inputs.advantages, inputs.mask).items()}
-        ref = np_reference(lp, old, adv, mask, p)
-        n = max(int(ref["mask"].sum()), 1)
-        expected = dict(
-            c_low=ref["c_low"], c_high=ref["c_high"], pos_share=ref["share"], pos_share_start=ref["share_start"],
-            target_met=float(ref["met"]), clip_frac_low=ref["clip_low"].sum() / n,
-            clip_frac_high=ref["clip_high"].sum() / n, dual_clip_frac=ref["dual"].sum() / n,
-        )  # fmt: skip
+        expected = np_diagnostics(np_reference(lp, old, adv, mask, p))
         assert set(d) == set(expected)
         for k, e in expected.items():
             assert d[k] == pytest.approx(e, rel=1e-5, abs=1e-6), k
@@ -575,86 +560,7 @@ def test_choice_is_the_same_on_one_and_two_gloo_ranks():
 
 
 # --------------------------------------------------------------------------------------
-# 4. Edge cases of the inputs
-# --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
-def test_non_finite_values_at_masked_positions_are_ignored(bad):
-    rng = np.random.default_rng(11)
-    p = dict(DOC_DEFAULTS)
-    lp, old, adv, mask = random_case(rng, (6, 20), p)
-    mask[:, -5:] = False
-    mask[2] = False
-    ref = np_reference(lp, old, adv, mask, p)
-    lp, old, adv = lp.copy(), old.copy(), adv.copy()
-    for arr in (lp, old, adv):
-        arr[~mask] = bad
-    terms, lp_t, inputs = run_torch(lp, old, adv, mask, p)
-    if not knife_edge(ref["shares"], p["rho0"]):
-        check_against_reference(terms, lp_t, ref)
-    for t in terms:
-        assert torch.isfinite(t.detach().float()).all()
-    assert all(math.isfinite(float(x)) for x in bapo_diagnostics(terms, inputs.advantages, inputs.mask).values())
-
-
-def test_all_masked_rows():
-    rng = np.random.default_rng(3)
-    p = dict(DOC_DEFAULTS)
-    lp, old, adv, mask = random_case(rng, (5, 9), p)
-    mask[[0, 3]] = False
-    ref = np_reference(lp, old, adv, mask, p)
-    terms, lp_t, _ = run_torch(lp, old, adv, mask, p)
-    check_against_reference(terms, lp_t, ref)
-    assert np.all(np_(terms.loss_mat)[[0, 3]] == 0) and np.all(np_(lp_t.grad)[[0, 3]] == 0)
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_inputs_are_upcast(dtype):
-    rng = np.random.default_rng(21)
-    p = dict(DOC_DEFAULTS)
-    shape = (8, 64)
-    old = np.log(rng.uniform(1e-3, 1.0, size=shape))
-    lp = old + 0.5 * rng.standard_normal(shape)
-    lp[0, :4] = old[0, :4] + np.array([12.0, 15.0, -12.0, -15.0])  # beyond fp16's exp range
-    adv = np.repeat(rng.standard_normal((8, 1)), 64, axis=1)
-    adv[0, :4] = [1.0, -1.0, 1.0, -1.0]
-    mask = np.ones(shape, bool)
-    lp_h, old_h, adv_h = (torch.tensor(x).to(dtype) for x in (lp, old, adv))
-    rho_h = np.exp(np.clip(np_(lp_h) - np_(old_h), -20, 20))
-    mask &= ~ambiguous_tokens(rho_h, p)
-    lp_h.requires_grad_(True)
-    inputs = prepare_inputs(lp_h, old_h, adv_h, torch.tensor(mask))
-    terms = bapo_terms(inputs, BAPOParams(**p))
-    terms.loss_mat.sum().backward()
-    assert terms.loss_mat.dtype == torch.float32 and lp_h.grad.dtype == dtype
-    assert torch.isfinite(terms.loss_mat).all() and torch.isfinite(lp_h.grad).all()
-    ref = np_reference(np_(lp_h), np_(old_h), np_(adv_h), mask, p)
-    assert not knife_edge(ref["shares"], p["rho0"])
-    assert float(terms.c_low) == pytest.approx(ref["c_low"]) and float(terms.c_high) == pytest.approx(ref["c_high"])
-    np.testing.assert_allclose(np_(terms.loss_mat), ref["loss"], rtol=1e-5, atol=1e-30)
-    grad_ref = torch.tensor(ref["grad"]).to(dtype).double().numpy()
-    np.testing.assert_allclose(np_(lp_h.grad), grad_ref, rtol=2 * torch.finfo(dtype).eps, atol=1e-6)
-    assert float(terms.ratio[0, 1].detach()) > 1e6
-
-
-def test_large_advantages_and_log_ratios_past_the_clamp():
-    lr = np.array([-60.0, -25.0, -20.5, 20.5, 25.0, 60.0, -19.5, 19.5, 0.1, -0.1])
-    n = lr.size
-    old = np.stack([np.full(n, -1.0), np.full(n, -30.0), np.full(n, 0.0)])
-    lp = f32(old + lr)
-    adv = np.array([[1e3] * n, [-1e3] * n, [1e3, -1e3] * (n // 2)])
-    mask = np.ones(old.shape, bool)
-    p = dict(DOC_DEFAULTS)
-    terms, lp_t, _ = run_torch(lp, old, adv, mask, p)
-    ref = np_reference(lp, old, adv, mask, p)
-    assert not knife_edge(ref["shares"], p["rho0"])
-    check_against_reference(terms, lp_t, ref)
-    assert float(terms.log_ratio.detach().max()) == 20.0 and float(terms.log_ratio.detach().min()) == -20.0
-    assert torch.isfinite(terms.candidate_shares).all() and torch.isfinite(lp_t.grad).all()
-    assert np.all(np_(lp_t.grad)[:, :6] == 0)
-
-
-# --------------------------------------------------------------------------------------
-# 5. Hypothesis: finite, consistent and right for arbitrary inputs and valid parameters
+# 4. Hypothesis: finite, consistent and right for arbitrary inputs and valid parameters
 # --------------------------------------------------------------------------------------
 @st.composite
 def valid_params(draw):
@@ -701,7 +607,7 @@ def test_hypothesis_finite_consistent_and_right(inputs, p):
 
 
 # --------------------------------------------------------------------------------------
-# 6. Params and spec
+# 5. Params and spec (ranges and boundaries: the loss contract, tests/test_losses.py)
 # --------------------------------------------------------------------------------------
 def test_defaults_and_spec():
     p = BAPOParams()
@@ -713,38 +619,9 @@ def test_defaults_and_spec():
     assert LOSS.actor_keys == ("clip_ratio_c",)
 
 
-RANGE_CASES = [
-    (dict(rho0=-0.1), "rho0", "[0, 1]"),
-    (dict(rho0=1.5), "rho0", "[0, 1]"),
-    (dict(c_low_start=0.0), "c_low_start", "(0, 1)"),
-    (dict(c_low_start=1.0, c_low_max=1.0), "c_low_start", "(0, 1)"),
-    (dict(c_low_max=0.5), "c_low_max", "[c_low_start, 1)"),
-    (dict(c_low_max=1.0), "c_low_max", "[c_low_start, 1)"),
-    (dict(c_high_start=1.0), "c_high_start", "> 1"),
-    (dict(c_high_start=0.9), "c_high_start", "> 1"),
-    (dict(c_high_max=1.1), "c_high_max", ">= c_high_start"),
-    (dict(step_low=0.0), "step_low", "> 0"),
-    (dict(step_low=-0.05), "step_low", "> 0"),
-    (dict(step_low=1e-6), "step_low", "at least"),
-    (dict(step_high=0.0), "step_high", "> 0"),
-    (dict(step_high=1e-7), "step_high", "at least"),
-    (dict(clip_ratio_c=1.0), "clip_ratio_c", "> 1"),
-]
-
-
-@pytest.mark.parametrize("kwargs,key,allowed", RANGE_CASES)
-def test_params_out_of_range_raise(kwargs, key, allowed):
-    with pytest.raises(ValueError) as e:
-        BAPOParams(**kwargs)
-    msg = str(e.value)
-    assert f"{key}=" in msg and repr(kwargs[key]) in msg and allowed in msg, msg
-
-
-def test_params_flag_and_boundaries():
+def test_the_order_is_a_flag_and_fixed_bounds_are_a_single_candidate():
     with pytest.raises(ValueError, match="upper_first"):
         BAPOParams(upper_first=1)
-    BAPOParams(rho0=0.0, c_low_max=0.6, c_high_max=1.2)  # fixed bounds: a single candidate
-    BAPOParams(rho0=1.0, c_low_start=0.001, c_low_max=0.999, step_low=0.001, c_high_start=1.0001)
     p = BAPOParams(c_low_max=0.6, c_high_max=1.2)
     lp, old, adv, mask = tokens([(1.0, 1.0), (0.9, -5.0)])
     terms, *_ = run_torch(lp, old, adv, mask, p, grad=False)
@@ -752,30 +629,35 @@ def test_params_flag_and_boundaries():
     assert float(terms.c_low) == pytest.approx(0.6) and float(terms.c_high) == pytest.approx(1.2)
 
 
-# --------------------------------------------------------------------------------------
-# 7. torch.compile (fullgraph: no host sync, no data-dependent Python)
-# --------------------------------------------------------------------------------------
-def test_compiles_fullgraph_and_matches_eager():
-    """Compile on CPU (inductor); ~5-20 s on a loaded 2-core machine, most of it one-off startup."""
-    rng = np.random.default_rng(5)
-    p = dict(DOC_DEFAULTS)
-    lp, old, adv, mask = random_case(rng, (4, 16), p)
-    inputs = prepare_inputs(*(torch.tensor(x, dtype=torch.float32) for x in (lp, old, adv)), torch.tensor(mask))
-    calls = []
-
-    def reduce_sum(t):  # traced into the graph; called once per traced call
-        calls.append(1)
-        return t * 1.0
-
-    compiled = torch.compile(bapo_terms, fullgraph=True)
-    start = time.perf_counter()
-    got = compiled(inputs, BAPOParams(**p), reduce_sum)
-    elapsed = time.perf_counter() - start
-    want = bapo_terms(inputs, BAPOParams(**p), reduce_sum)
-    assert len(calls) == 2
-    for g, w in zip(got, want):
-        if g.dtype == torch.bool:
-            assert torch.equal(g, w)
-        else:
-            torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-7)
-    assert elapsed < 120, f"compile took {elapsed:.1f}s"
+# The reference, as the loss contract (tests/test_losses.py) runs it: the edge cases, compilation
+REFERENCE = LossReference(
+    spec=LOSS,
+    defaults=dict(DOC_DEFAULTS),
+    draw=lambda rng, shape, noise: random_case(rng, shape, DOC_DEFAULTS),  # its own spread of ratios
+    reference=np_reference,
+    check=check_against_reference,
+    diagnostics=np_diagnostics,
+    ambiguous=lambda ref, p: ambiguous_tokens(ref["rho"], p),
+    acted=lambda terms: terms.clipped_low | terms.clipped_high | terms.dual_clipped,
+    out_of_range=(
+        (dict(rho0=-0.1), "rho0", "[0, 1]"),
+        (dict(rho0=1.5), "rho0", "[0, 1]"),
+        (dict(c_low_start=0.0), "c_low_start", "(0, 1)"),
+        (dict(c_low_start=1.0, c_low_max=1.0), "c_low_start", "(0, 1)"),
+        (dict(c_low_max=0.5), "c_low_max", "[c_low_start, 1)"),
+        (dict(c_low_max=1.0), "c_low_max", "[c_low_start, 1)"),
+        (dict(c_high_start=1.0), "c_high_start", "> 1"),
+        (dict(c_high_start=0.9), "c_high_start", "> 1"),
+        (dict(c_high_max=1.1), "c_high_max", ">= c_high_start"),
+        (dict(step_low=0.0), "step_low", "> 0"),
+        (dict(step_low=-0.05), "step_low", "> 0"),
+        (dict(step_low=1e-6), "step_low", "at least"),
+        (dict(step_high=0.0), "step_high", "> 0"),
+        (dict(step_high=1e-7), "step_high", "at least"),
+        (dict(clip_ratio_c=1.0), "clip_ratio_c", "> 1"),
+    ),
+    boundaries=(
+        dict(rho0=0.0, c_low_max=0.6, c_high_max=1.2),  # fixed bounds: a single candidate
+        dict(rho0=1.0, c_low_start=0.001, c_low_max=0.999, step_low=0.001, c_high_start=1.0001),
+    ),
+)

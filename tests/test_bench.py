@@ -36,7 +36,7 @@ from maspo_verl.bench.summary import (
     spread,
     summarize,
 )
-from maspo_verl.bench.sweep import CONTROLS, MAIN_PRESETS, REGIMES, BenchInputError, available_presets, plan
+from maspo_verl.bench.sweep import CONTROLS, MAIN_PRESETS, REGIMES, BenchInputError, available_presets, plan_kit
 from maspo_verl.kit.chain import ChainProblem, random_problem, split_problems
 from maspo_verl.kit.reward import compute_chain_score
 
@@ -108,7 +108,7 @@ def test_chain_problem_question_layout():
 
 
 def test_plan_is_seed_major_has_the_controls_and_rejects_bad_settings():
-    specs = plan(["grpo", "maspo"], [0, 1, 2, 3], ["standard"], 4, 2)
+    specs = plan_kit(["grpo", "maspo"], [0, 1, 2, 3], ["standard"], 4, 2)
     assert [s.name for s in specs] == [
         "standard/grpo/seed0", "standard/maspo/seed0", "standard/lr0/seed0", "standard/replicate/seed0",
         "standard/no_trust_region/seed0",
@@ -132,21 +132,21 @@ def test_plan_is_seed_major_has_the_controls_and_rejects_bad_settings():
     replicate, grpo = specs[7].overrides(), specs[5].overrides()
     assert replicate != grpo and "data.seed=1" in replicate and "actor_rollout_ref.rollout.seed=10001" in replicate
     assert [o for o in replicate if "rollout.seed" not in o] == [o for o in grpo if "rollout.seed" not in o]
-    assert [s.name for s in plan(["grpo"], [0], ["standard"], 4, 2, controls=False)] == ["standard/grpo/seed0"]
-    assert plan(["grpo"], [0], ["standard"], 4, 2, task="chain")[0].overrides()[0] == "+kit=chain_cpu"
-    assert plan(["grpo"], [0], ["standard"], 25, 10)[0].probe_steps() == [10, 20, 25]
+    assert [s.name for s in plan_kit(["grpo"], [0], ["standard"], 4, 2, controls=False)] == ["standard/grpo/seed0"]
+    assert plan_kit(["grpo"], [0], ["standard"], 4, 2, task="chain")[0].overrides()[0] == "+kit=chain_cpu"
+    assert plan_kit(["grpo"], [0], ["standard"], 25, 10)[0].probe_steps() == [10, 20, 25]
     with pytest.raises(BenchInputError, match="no_such_preset: no such preset; choose from .*maspo"):
-        plan(["no_such_preset"], [0], ["standard"], 4, 2)
+        plan_kit(["no_such_preset"], [0], ["standard"], 4, 2)
     with pytest.raises(BenchInputError, match="--regimes gentle: choose from standard, stress"):
-        plan(["grpo"], [0], ["gentle"], 4, 2)
+        plan_kit(["grpo"], [0], ["gentle"], 4, 2)
     with pytest.raises(BenchInputError, match="--steps 0"):
-        plan(["grpo"], [0], ["standard"], 0, 2)
+        plan_kit(["grpo"], [0], ["standard"], 0, 2)
     with pytest.raises(BenchInputError, match="repeated"):
-        plan(["grpo"], [0, 0], ["standard"], 4, 2)
+        plan_kit(["grpo"], [0, 0], ["standard"], 4, 2)
     with pytest.raises(BenchInputError, match="--task mul: choose from add, chain"):
-        plan(["grpo"], [0], ["standard"], 4, 2, task="mul")
+        plan_kit(["grpo"], [0], ["standard"], 4, 2, task="mul")
     with pytest.raises(BenchInputError, match="lr0: the name of a variant must not be a preset or control"):
-        plan(["grpo"], [0], ["standard"], 4, 2, variants=["lr0=grpo actor_rollout_ref.actor.optim.lr=1e-6"])
+        plan_kit(["grpo"], [0], ["standard"], 4, 2, variants=["lr0=grpo actor_rollout_ref.actor.optim.lr=1e-6"])
     assert set(MAIN_PRESETS) < set(available_presets())
 
 
@@ -653,10 +653,9 @@ def test_every_regime_passes_the_checks_that_run_before_ray(regime):
     included), and give the updates per rollout the docs state."""
     from hydra import compose, initialize_config_module
 
-    from maspo_verl.config import check_algorithm_config
-    from maspo_verl.preflight import check_batch_sizes
+    from maspo_verl.preflight import check_algorithm_config, check_batch_sizes
 
-    spec = plan(["maspo"], [0], [regime], 20, 10, controls=False)[0]
+    spec = plan_kit(["maspo"], [0], [regime], 20, 10, controls=False)[0]
     overrides = [o for o in spec.overrides() if not o.startswith("+kit=")]
     with initialize_config_module(config_module="maspo_verl_configs", version_base=None):
         config = compose("maspo_trainer", overrides=["+kit=tiny_cpu", *overrides])
@@ -671,7 +670,7 @@ def test_every_regime_passes_the_checks_that_run_before_ray(regime):
 def test_sweeps_run_two_sessions_side_by_side_on_the_kit_and_one_for_recipes(monkeypatch):
     from maspo_verl.bench.sweep import default_workers, plan_recipes
 
-    kit_specs = plan(["grpo"], [0, 1], ["standard"], steps=2, probe_every=1)
+    kit_specs = plan_kit(["grpo"], [0, 1], ["standard"], steps=2, probe_every=1)
     recipe_specs = plan_recipes(["paper_1p5b"], ["grpo"], [0, 1])
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert default_workers(kit_specs) == 2 and default_workers(recipe_specs) == 1
@@ -683,7 +682,7 @@ def test_a_shard_rebuilds_the_runs_it_was_given(tmp_path, monkeypatch):
     """The runs a shard subprocess reads back from its file are the runs the sweep planned."""
     import maspo_verl.bench.sweep as sweep
 
-    specs = plan(["grpo"], [0], ["standard"], steps=2, probe_every=1, variants=["wide=grpo a.b=1 c=2"])
+    specs = plan_kit(["grpo"], [0], ["standard"], steps=2, probe_every=1, variants=["wide=grpo a.b=1 c=2"])
     received = []
     monkeypatch.setattr(sweep, "run_sweep", lambda runs, out, **kwargs: received.extend(runs))
     shard_file = tmp_path / "shard0.json"
@@ -700,10 +699,10 @@ def test_the_mechanism_variants_of_maspo_pass_the_checks_that_run_before_ray(set
     from hydra import compose, initialize_config_module
     from verl.utils.config import omega_conf_to_dataclass
 
-    from maspo_verl.config import check_algorithm_config
+    from maspo_verl.preflight import check_algorithm_config
 
     variant = f"maspo_{setting}=maspo actor_rollout_ref.actor.policy_loss.{setting}={value}"
-    spec = plan(["grpo"], [0], ["stress"], 20, 10, variants=[variant], controls=False)[-1]
+    spec = plan_kit(["grpo"], [0], ["stress"], 20, 10, variants=[variant], controls=False)[-1]
     assert spec.preset == f"maspo_{setting}" and spec.algorithm == "maspo"
     overrides = [o for o in spec.overrides() if not o.startswith("+kit=")]
     with initialize_config_module(config_module="maspo_verl_configs", version_base=None):

@@ -16,7 +16,6 @@ padding before comparing, so that classifications (and hence gradients) are exac
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -25,9 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from expected import DAC_DEFAULTS as DOC_DEFAULTS
+from loss_reference import LossReference
 from maspo_verl.algos.common import check_finite_where_valid, prepare_inputs
 from maspo_verl.algos.dac import LOSS, DACParams, dac_bounds, dac_diagnostics, dac_terms
-from numeric import assert_grad_matches, f32, loss_inputs, np_
+from numeric import assert_clipped_terms_match, assert_grad_matches, f32, loss_inputs, np_, np_clipped_loss, np_inputs
 
 SHAPES = [(1, 1), (3, 7), (8, 33), (16, 128), (2, 1), (1, 50)]
 NOISE_SCALES = [0.05, 0.5, 3.0]
@@ -47,30 +47,11 @@ def np_bounds(old, p):
 
 
 def np_reference(log_prob, old_log_prob, adv, mask, p):
-    mask = np.asarray(mask, bool)
-    lp = np.where(mask, np.asarray(log_prob, np.float64), 0.0)
-    old = np.where(mask, np.asarray(old_log_prob, np.float64), 0.0)
-    A = np.where(mask, np.asarray(adv, np.float64), 0.0)
-    raw = lp - old
-    rho = np.exp(np.clip(raw, -20.0, 20.0))
+    mask, _, old, A, raw, rho = np_inputs(log_prob, old_log_prob, adv, mask)
     low, high = np_bounds(old, p)
-    c = p["clip_ratio_c"]
-
-    obj_plain = rho * A
-    obj_clip = np.clip(rho, low, high) * A
-    clip_active = obj_clip < obj_plain  # the min picks the clipped (constant) branch
-    loss = -np.minimum(obj_plain, obj_clip)
-    dual_active = (A < 0) & (loss > -A * c)
-    loss = np.where(dual_active, -A * c, loss)
-    loss = np.where(mask, loss, 0.0)
-
-    inside = mask & (np.abs(raw) < 20.0)
-    grad = np.where(inside & ~clip_active & ~dual_active, -A * rho, 0.0)
-    return dict(
-        mask=mask, A=A, old=old, raw=raw, rho=rho, low=low, high=high, loss=loss, grad=grad,
-        clip_low=mask & clip_active & (rho < low), clip_high=mask & clip_active & (rho > high),
-        dual=mask & dual_active,
-    )  # fmt: skip
+    loss, grad, clip_low, clip_high, dual = np_clipped_loss(rho, raw, A, mask, low, high, p["clip_ratio_c"])
+    return dict(mask=mask, A=A, old=old, raw=raw, rho=rho, low=low, high=high, loss=loss, grad=grad,
+                clip_low=clip_low, clip_high=clip_high, dual=dual)  # fmt: skip
 
 
 def np_diagnostics(ref):
@@ -140,7 +121,9 @@ def run_torch(lp, old, adv, mask, params, dtype=torch.float32, grad=True):
     return terms, lp_t, inputs
 
 
-def check_against_reference(terms, lp_t, ref, grad=True):
+def check_against_reference(terms, lp_t, ref, params=None):
+    """Ratio, bounds, loss and clip flags agree with the reference at the valid tokens, and with
+    ``lp_t`` (after backward) the gradient; the loss and gradient are 0 where masked."""
     v = ref["mask"]
     np.testing.assert_allclose(np_(terms.ratio)[v], ref["rho"][v], rtol=1e-5)
     # r_low = 0.5 + 0.5 sqrt(y): compare y = (2 r_low - 1)^2 absolutely (the square root
@@ -152,16 +135,7 @@ def check_against_reference(terms, lp_t, ref, grad=True):
     far = y_want > 1e-3
     np.testing.assert_allclose(np_(terms.bound_low)[v][far], ref["low"][v][far], rtol=1e-6)
     np.testing.assert_allclose(np_(terms.bound_high)[v], ref["high"][v], rtol=1e-6)
-    scale = np.abs(ref["A"]) * np.maximum(ref["rho"], 1.0)
-    np.testing.assert_allclose(np_(terms.loss_mat), ref["loss"], rtol=1e-5, atol=1e-30)
-    assert np.all(np_(terms.loss_mat)[~v] == 0)
-    np.testing.assert_array_equal(terms.clipped_low.numpy() & v, ref["clip_low"])
-    np.testing.assert_array_equal(terms.clipped_high.numpy() & v, ref["clip_high"])
-    np.testing.assert_array_equal(terms.dual_clipped.numpy() & v, ref["dual"])
-    if grad:
-        g = np_(lp_t.grad)
-        assert_grad_matches(g, ref["grad"], scale)
-        assert np.all(g[~v] == 0)
+    assert_clipped_terms_match(terms, lp_t, ref)
 
 
 # --------------------------------------------------------------------------------------
@@ -336,115 +310,7 @@ def test_conservative_moves_are_never_clipped():
 
 
 # --------------------------------------------------------------------------------------
-# 4. Edge cases
-# --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
-def test_non_finite_values_at_masked_positions_are_ignored(bad):
-    rng = np.random.default_rng(11)
-    p = dict(DOC_DEFAULTS)
-    lp, old, adv, mask = random_case(rng, (6, 20), 0.5, p)
-    mask[:, -5:] = False
-    mask[2] = False
-    ref = np_reference(lp, old, adv, mask, p)
-    lp, old, adv = lp.copy(), old.copy(), adv.copy()
-    for arr in (lp, old, adv):
-        arr[~mask] = bad
-    terms, lp_t, inputs = run_torch(lp, old, adv, mask, DACParams(**p))
-    for t in terms:
-        assert torch.isfinite(t.detach().float()).all()
-    check_against_reference(terms, lp_t, ref)
-    d = dac_diagnostics(terms, inputs.advantages, inputs.mask)
-    assert all(math.isfinite(float(x)) for x in d.values())
-
-
-def test_all_masked_rows_and_batches():
-    rng = np.random.default_rng(3)
-    p = dict(DOC_DEFAULTS)
-    lp, old, adv, _ = random_case(rng, (5, 9), 1.0, p)
-    adv = np.where(adv == 0, 1.0, adv)
-    mask = np.ones((5, 9), bool)
-    mask[[0, 3]] = False
-    terms, lp_t, _ = run_torch(lp, old, adv, mask, DACParams(**p))
-    ref = np_reference(lp, old, adv, mask, p)
-    check_against_reference(terms, lp_t, ref)
-    assert np.any(np_(terms.loss_mat)[1] != 0)
-
-    terms, lp_t, inputs = run_torch(lp, old, adv, np.zeros((5, 9), bool), DACParams(**p))
-    assert torch.all(terms.loss_mat == 0) and torch.all(lp_t.grad == 0)
-    d = {k: float(v) for k, v in dac_diagnostics(terms, inputs.advantages, inputs.mask).items()}
-    assert d == dict(clip_frac_low=0.0, clip_frac_high=0.0, dual_clip_frac=0.0, bound_low_mean=0.0, bound_high_mean=0.0)
-
-
-@pytest.mark.parametrize("shape", [(0, 7), (4, 0), (0, 0)])
-def test_empty_batches(shape):
-    z = np.zeros(shape)
-    terms, lp_t, inputs = run_torch(z, z, z, np.zeros(shape, bool), DACParams())
-    assert terms.loss_mat.shape == shape and lp_t.grad.shape == shape
-    d = dac_diagnostics(terms, inputs.advantages, inputs.mask)
-    assert all(math.isfinite(float(x)) for x in d.values())
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_inputs_are_upcast(dtype):
-    rng = np.random.default_rng(21)
-    shape = (8, 64)
-    p = dict(DOC_DEFAULTS)
-    old = np.log(rng.uniform(1e-4, 1.0, size=shape))
-    lp = old + 0.5 * rng.standard_normal(shape)
-    lp[0, :4] = old[0, :4] + np.array([12.0, 15.0, -12.0, -15.0])  # exp overflows / underflows in fp16
-    adv = np.repeat(rng.standard_normal((8, 1)), 64, axis=1)
-    adv[0, :4] = [1.0, -1.0, 1.0, -1.0]
-    mask = rng.random(shape) < 0.8
-    mask[0, :4] = True
-    lp_h, old_h, adv_h = (torch.tensor(x).to(dtype) for x in (lp, old, adv))
-    lp_h.requires_grad_(True)
-    inputs = prepare_inputs(lp_h, old_h, adv_h, torch.tensor(mask))
-    terms = dac_terms(inputs, DACParams(**p))
-    terms.loss_mat.sum().backward()
-    assert terms.loss_mat.dtype == torch.float32 and lp_h.grad.dtype == dtype
-    assert torch.isfinite(terms.loss_mat).all() and torch.isfinite(lp_h.grad).all()
-    # exactly the float32 math on the half-rounded inputs
-    ref = np_reference(
-        np_(lp_h),
-        np_(old_h),
-        np_(adv_h),
-        mask & ~ambiguous(np_reference(np_(lp_h), np_(old_h), np_(adv_h), mask, p), p),
-        p,
-    )
-    v = ref["mask"]
-    np.testing.assert_allclose(np_(terms.loss_mat)[v], ref["loss"][v], rtol=1e-5, atol=1e-30)
-    grad_ref = torch.tensor(ref["grad"]).to(dtype).double().numpy()
-    np.testing.assert_allclose(np_(lp_h.grad)[v], grad_ref[v], rtol=2 * torch.finfo(dtype).eps, atol=1e-6)
-    assert float(terms.ratio[0, 1].detach()) > 1e6  # fp16 itself would have overflowed here
-
-
-def test_large_advantages_and_log_ratios_past_the_clamp():
-    lr = np.array([-60.0, -25.0, -20.5, 20.5, 25.0, 60.0, -19.5, 19.5])
-    n = lr.size
-    old = np.stack([np.full(n, -1.0), np.full(n, -30.0), np.full(n, 0.0)])
-    lp = f32(old + lr)
-    adv = np.array([[1e3] * n, [-1e3] * n, [1e3, -1e3] * (n // 2)])
-    mask = np.ones(old.shape, bool)
-    p = dict(DOC_DEFAULTS)
-    terms, lp_t, _ = run_torch(lp, old, adv, mask, DACParams(**p))
-    ref = np_reference(lp, old, adv, mask, p)
-    check_against_reference(terms, lp_t, ref)
-    assert float(terms.log_ratio.detach().max()) == 20.0 and float(terms.log_ratio.detach().min()) == -20.0
-    for t in (terms.loss_mat, lp_t.grad):
-        assert torch.isfinite(t).all()
-    assert np.all(np_(lp_t.grad)[:, :6] == 0)  # outside the clamp: no gradient
-
-
-def test_zero_advantages_give_zero_loss_and_gradient():
-    rng = np.random.default_rng(41)
-    lp, old, _, _ = random_case(rng, (4, 30), 3.0, DOC_DEFAULTS)
-    terms, lp_t, _ = run_torch(lp, old, np.zeros((4, 30)), np.ones((4, 30), bool), DACParams())
-    assert torch.all(terms.loss_mat == 0) and torch.all(lp_t.grad == 0)
-    assert not (terms.clipped_low | terms.clipped_high | terms.dual_clipped).any()
-
-
-# --------------------------------------------------------------------------------------
-# 5. Hypothesis: finite and right for arbitrary finite inputs and any valid parameters
+# 4. Hypothesis: finite and right for arbitrary finite inputs and any valid parameters
 # --------------------------------------------------------------------------------------
 @st.composite
 def valid_params(draw):
@@ -474,7 +340,7 @@ def test_hypothesis_loss_and_gradient_are_finite_and_right(inputs, p):
 
 
 # --------------------------------------------------------------------------------------
-# 6. Params and spec
+# 5. Params and spec (ranges and boundaries: the loss contract, tests/test_losses.py)
 # --------------------------------------------------------------------------------------
 def test_defaults_and_spec():
     p = DACParams()
@@ -484,48 +350,28 @@ def test_defaults_and_spec():
     assert LOSS.actor_keys == ("clip_ratio_c",)
 
 
-@pytest.mark.parametrize(
-    "key,value,allowed",
-    [
-        ("eps_low", 0.0, "(0, 0.25]"),
-        ("eps_low", 0.26, "(0, 0.25]"),
-        ("eps_low", -0.1, "(0, 0.25]"),
-        ("eps_high", 0.0, "> 0"),
-        ("eps_high", -1.0, "> 0"),
-        ("clip_ratio_c", 1.0, "> 1"),
-        ("clip_ratio_c", 0.5, "> 1"),
-    ],
+# The reference, as the loss contract (tests/test_losses.py) runs it: the edge cases, compilation
+REFERENCE = LossReference(
+    spec=LOSS,
+    defaults=dict(DOC_DEFAULTS),
+    draw=lambda rng, shape, noise: random_case(rng, shape, noise, DOC_DEFAULTS),
+    reference=np_reference,
+    check=check_against_reference,
+    diagnostics=np_diagnostics,
+    ambiguous=ambiguous,
+    acted=lambda terms: terms.clipped_low | terms.clipped_high | terms.dual_clipped,
+    out_of_range=(
+        ({"eps_low": 0.0}, "eps_low", "(0, 0.25]"),
+        ({"eps_low": 0.26}, "eps_low", "(0, 0.25]"),
+        ({"eps_low": -0.1}, "eps_low", "(0, 0.25]"),
+        ({"eps_high": 0.0}, "eps_high", "> 0"),
+        ({"eps_high": -1.0}, "eps_high", "> 0"),
+        ({"clip_ratio_c": 1.0}, "clip_ratio_c", "> 1"),
+        ({"clip_ratio_c": 0.5}, "clip_ratio_c", "> 1"),
+    ),
+    boundaries=(
+        dict(eps_low=0.25, eps_high=1e-9, clip_ratio_c=1.0 + 1e-9),
+        dict(eps_low=np.float32(0.1), eps_high=np.float64(5.0), clip_ratio_c=np.int64(4)),
+    ),
+    variants=(dict(eps_low=0.01, eps_high=3.0, clip_ratio_c=50.0),),
 )
-def test_params_out_of_range_raise(key, value, allowed):
-    with pytest.raises(ValueError) as e:
-        DACParams(**{key: value})
-    msg = str(e.value)
-    assert key in msg and repr(value) in msg and allowed in msg, msg
-
-
-def test_params_boundary_values_are_allowed():
-    DACParams(eps_low=0.25, eps_high=1e-9, clip_ratio_c=1.0 + 1e-9)
-    DACParams(eps_low=np.float32(0.1), eps_high=np.float64(5.0), clip_ratio_c=np.int64(4))
-
-
-# --------------------------------------------------------------------------------------
-# 7. torch.compile
-# --------------------------------------------------------------------------------------
-def test_compiles_fullgraph_and_matches_eager():
-    """Compile on CPU (inductor); ~5-20 s on a loaded 2-core machine, most of it one-off startup."""
-    rng = np.random.default_rng(5)
-    p = dict(DOC_DEFAULTS)
-    lp, old, adv, mask = random_case(rng, (4, 16), 1.0, p)
-    old[0, :3] = [-20.0, -150.0, 0.0]
-    inputs = prepare_inputs(*(torch.tensor(x, dtype=torch.float32) for x in (lp, old, adv)), torch.tensor(mask))
-    compiled = torch.compile(dac_terms, fullgraph=True)
-    start = time.perf_counter()
-    got = compiled(inputs, DACParams(**p))
-    elapsed = time.perf_counter() - start
-    want = dac_terms(inputs, DACParams(**p))
-    for g, w in zip(got, want):
-        if g.dtype == torch.bool:
-            assert torch.equal(g, w)
-        else:
-            torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-7)
-    assert elapsed < 120, f"compile took {elapsed:.1f}s"

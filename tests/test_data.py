@@ -142,8 +142,11 @@ def test_command_line(tmp_path, capsys):
     assert prep.main(["prepare", "amc23", "--source", str(source), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     assert "amc23: 3 rows in, 3 rows out" in capsys.readouterr().out
     assert (tmp_path / "o" / "amc23.parquet").is_file()
-    with pytest.raises(SystemExit, match="exactly one set"):
-        prep.main(["prepare", "eval", "--source", str(source), "--out", str(tmp_path)])
+    assert prep.main(["prepare", "eval", "--source", str(source), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "maspo_verl.data: error: --source names one file, so give exactly one set (got ['aime24', 'aime25', "
+        "'amc23', 'math500', 'minerva', 'olympiadbench'])\n"
+    )
     assert prep.main(["list"]) == 0
     assert "olympiadbench" in capsys.readouterr().out
 
@@ -265,7 +268,7 @@ def _with_reward(config, path):
 
 
 def test_the_recipes_reward_reads_both_templates(template_config):
-    from maspo_verl.data.templates import check_data_templates
+    from maspo_verl.preflight import check_data_templates
 
     config, root = template_config
     assert config.reward.custom_reward_function.path == "pkg://maspo_verl.rewards.math_score"
@@ -290,7 +293,7 @@ def test_a_dapo_template_set_scored_by_a_boxed_only_reward_is_refused_before_ray
 
 
 def test_an_r1_template_set_scored_by_an_answer_line_reward_is_refused(template_config):
-    from maspo_verl.data.templates import check_data_templates
+    from maspo_verl.preflight import check_data_templates
 
     config, root = template_config
     config = _with_reward(config, root / "answer_line_only.py")
@@ -303,7 +306,7 @@ def test_an_r1_template_set_scored_by_an_answer_line_reward_is_refused(template_
 
 def test_verls_default_reward_is_probed_too(template_config, tmp_path):
     """Without a custom reward verl scores by data_source; it has no scorer for `amc23`."""
-    from maspo_verl.data.templates import check_data_templates
+    from maspo_verl.preflight import check_data_templates
 
     config, root = template_config
     config = _with_reward(config, None)
@@ -315,7 +318,7 @@ def test_verls_default_reward_is_probed_too(template_config, tmp_path):
 
 
 def test_files_without_a_recorded_template_are_not_probed(template_config, tmp_path):
-    from maspo_verl.data.templates import check_data_templates
+    from maspo_verl.preflight import check_data_templates
 
     config, root = template_config
     old = tmp_path / "old.parquet"

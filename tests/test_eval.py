@@ -156,6 +156,9 @@ def test_missing_data_file(tmp_path, capsys, no_model_loading, tiny_model_dir):
     msg = _run_expecting_error(capsys, "--model", str(tiny_model_dir), "--data", str(tmp_path / "nope.parquet"),
                                "--out", str(tmp_path / "o"), "--backend", "hf")  # fmt: skip
     assert "eval data file not found" in msg and "nope.parquet" in msg
+    with pytest.raises(EvalInputError, match="eval data file not found"):  # --debug: the traceback instead
+        eval_main(["--model", str(tiny_model_dir), "--data", str(tmp_path / "nope.parquet"), "--out",
+                   str(tmp_path / "o"), "--backend", "hf", "--debug"])  # fmt: skip
 
 
 def test_parquet_without_the_needed_columns(tmp_path, capsys, no_model_loading, tiny_model_dir):

@@ -18,9 +18,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_maspo_math import np_reference
 
 from maspo_verl import compat, loss_metrics
+from maspo_verl.hook import hooked_ppo_loss, measured_lookup
+from test_maspo_math import np_reference
 from verl_batch import make_batch, run_ppo_loss
 from verl_config import build_actor_config, compose_ours
 
@@ -269,7 +270,7 @@ def test_a_verl_that_stopped_binding_the_policy_loss_lookup_fails_the_install(mo
 
     monkeypatch.setattr(losses, compat.POLICY_LOSS_LOOKUP, lambda name: None)
     with pytest.raises(RuntimeError, match="no longer binds verl's core_algos.get_policy_loss_fn by name"):
-        compat.install_ppo_loss_hook()
+        compat.install_ppo_loss_hook(hooked_ppo_loss, measured_lookup)
 
 
 # What waits for the device on a GPU: reading a value (item), boolean indexing and nonzero (their

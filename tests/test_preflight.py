@@ -1,4 +1,4 @@
-"""Preflight's checks for the first GPU launch (maspo_verl/preflight.py): the legacy trainer,
+"""Preflight's checks for the first GPU launch (maspo_verl/preflight/): the legacy trainer,
 sequence parallelism and attention, the attention package, and the two warnings (a trust region
 that cannot act; BAPO's bounds chosen per micro-batch).
 
@@ -24,7 +24,8 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
 from maspo_verl import preflight as pf
-from maspo_verl.bench.sweep import KIT_PRESETS, REGIMES, plan
+from maspo_verl.algos import LOSSES
+from maspo_verl.bench.sweep import KIT_PRESETS, REGIMES, plan_kit
 
 ROOT = Path(__file__).resolve().parents[1]
 KITS = sorted(path.stem for path in (ROOT / "configs" / "kit").glob("*.yaml"))
@@ -87,6 +88,39 @@ def test_the_legacy_trainer_is_refused_before_ray_and_before_the_data(tmp_path):
         with pytest.raises(ValueError, match=message):
             check(config)
     pf.check_trainer(_compose(*KIT))  # verl's default, use_v1=True
+
+
+# ----------------------------------------------------------------------------- the agent loop
+
+MANAGER = "actor_rollout_ref.rollout.agent.agent_loop_manager_class"
+
+
+@pytest.mark.parametrize(
+    "changes, refused",
+    [
+        (
+            {"trainer.v1.trainer_mode": "separate_async"},
+            r"trainer_mode=separate_async is not allowed: .*in-flight counts",
+        ),
+        ({"reward.reward_model.enable": True}, r"reward_model.enable=True is not allowed: .*rule-based rewards"),
+        ({MANAGER: None}, r"reward.num_workers=0 is not allowed with .*agent_loop_manager_class=None: .*one of"),
+        ({MANAGER: None, "reward.num_workers": 1}, None),  # verl's own manager with a reward worker
+        ({"reward.num_workers": 2}, None),  # the small-run manager ignores reward workers it does not need
+    ],
+)
+def test_the_small_run_agent_loop_is_refused_where_it_cannot_serve(tmp_path, changes, refused):
+    """The kit's manager (sync trainer, rule-based reward) and its reward.num_workers: 0 are refused
+    by preflight where they would fail or mislead inside Ray; before the data is read."""
+    missing = str(tmp_path / "none.parquet")
+    config = _compose(*KIT, changes={**changes, "data.train_files": missing, "data.val_files": missing})
+    if refused is None:
+        pf.check_agent_loop(config)
+        with pytest.raises(FileNotFoundError):  # the next step, the data, is reached
+            pf.preflight(config)
+        return
+    for check in (pf.check_agent_loop, pf.preflight):
+        with pytest.raises(ValueError, match=refused):
+            check(config)
 
 
 def test_verl_still_has_no_group_filter_in_its_legacy_trainer():
@@ -267,7 +301,7 @@ def _configs_that_ship():
     """Every kit preset, every bench regime (as the sweep composes it) and every paper recipe."""
     cases = [(f"kit {kit}", (f"+kit={kit}",)) for kit in KITS]
     for task in KIT_PRESETS:
-        for spec in plan(["grpo"], [0], list(REGIMES), 20, 10, task=task):  # grpo and the controls
+        for spec in plan_kit(["grpo"], [0], list(REGIMES), 20, 10, task=task):  # grpo and the controls
             overrides = tuple(o for o in spec.overrides() if "algorithm=" not in o)
             cases.append((f"bench {task} {spec.regime} {spec.preset}", overrides))
     return cases + [(f"recipe {recipe}", (f"recipe={recipe}",)) for recipe in RECIPES]
@@ -350,6 +384,29 @@ def test_the_docs_say_what_per_micro_batch_changes():
 # ----------------------------------------------------------------------------- wiring: preflight and the dry run
 
 
+@pytest.mark.parametrize("preset", [*(spec.name for spec in LOSSES), "grpo"])
+def test_the_dry_run_prints_every_setting_of_the_loss_that_runs(preset):
+    """From the loss's declaration (its Params), each read where the loss reads it: an actor key
+    (clip_ratio_c) from the actor, a setting the preset leaves out at its default. verl's own
+    losses have no line."""
+    from dataclasses import fields
+
+    config = _compose(*PAPER_7B[:1], f"algorithm={preset}", changes={"actor_rollout_ref.actor.clip_ratio_c": 4.5})
+    summary = {"n_gpus": 8, "dp": 8, "rollout_replicas": 8, "updates_per_step": 16, "rows": {}, "attention": [],
+               "warnings": []}  # fmt: skip
+    lines = [line for line in pf.describe(config, summary, built={}).splitlines() if line.startswith(f"{preset} ")]
+    spec = next((spec for spec in LOSSES if spec.name == preset), None)
+    if spec is None:
+        assert lines == []
+        return
+    (line,) = lines
+    actor = config.actor_rollout_ref.actor
+    for f in fields(spec.params):
+        value = actor[f.name] if f.name in spec.actor_keys else actor.policy_loss.get(f.name, f.default)
+        assert f" {f.name}={value}" in line, f.name
+    assert ("clip_ratio_c=4.5" in line) == ("clip_ratio_c" in spec.actor_keys)
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper_data")
@@ -376,10 +433,10 @@ def test_preflight_refuses_a_missing_package_and_the_dry_run_notes_it_without_cu
     packages(missing={"flash_attn", "torch_npu"})
     with pytest.raises(ValueError, match="needs the flash_attn package"):
         pf.preflight(config)
-    monkeypatch.setattr(pf, "_cuda_visible", lambda: True)  # a dry run on a GPU node checks as the run does
+    monkeypatch.setattr(pf.parallelism, "_cuda_visible", lambda: True)  # a dry run on a GPU node checks as the run does
     with pytest.raises(ValueError, match="needs the flash_attn package"):
         pf.preflight(config, dry_run=True)
-    monkeypatch.setattr(pf, "_cuda_visible", lambda: False)
+    monkeypatch.setattr(pf.parallelism, "_cuda_visible", lambda: False)
     with pytest.warns(pf.PreflightWarning, match="loss_mode=bapo with actor_rollout_ref.actor.use_dynamic_bsz=True"):
         summary = pf.preflight(config, dry_run=True)
     text = pf.describe(config, summary, built={"actor": object()})

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from expected import BAPO_DEFAULTS, DAC_DEFAULTS
 from expected import MASPO_DEFAULTS as MASPO_PAPER
 from maspo_verl.algos import LOSSES
-from maspo_verl.config import check_algorithm_config
+from maspo_verl.preflight import check_algorithm_config
 from verl_batch import make_batch, run_ppo_loss
 from verl_config import build_actor_config, compose_ours, compose_stock
 

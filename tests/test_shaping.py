@@ -13,7 +13,9 @@ from hypothesis.extra import numpy as hnp
 
 from maspo_verl import compat
 from maspo_verl.algos.entropy_adv import EntropyAdvParams, ShaperInputs, entropy_advantage
-from maspo_verl.config import BasePolicyLossConfig, check_algorithm_config
+from maspo_verl.config import BasePolicyLossConfig
+from maspo_verl.hook import hooked_ppo_loss, measured_lookup
+from maspo_verl.preflight import check_algorithm_config
 from maspo_verl.shaping import SHAPERS, register_advantage_shaper
 from verl_batch import make_batch, run_ppo_loss, token_entropy
 from verl_config import build_actor_config, compose_ours
@@ -210,7 +212,7 @@ def test_hook_is_installed_wherever_verl_binds_ppo_loss():
     for name in (compat.PPO_LOSS_HOME, *compat.PPO_LOSS_USERS):
         bound = importlib.import_module(name).ppo_loss
         assert getattr(bound, "_maspo_verl_hook", False), name
-    compat.install_ppo_loss_hook()  # idempotent: no double wrapping
+    compat.install_ppo_loss_hook(hooked_ppo_loss, measured_lookup)  # idempotent: no double wrapping
     wrapped = importlib.import_module(compat.PPO_LOSS_HOME).ppo_loss
     assert not getattr(wrapped._maspo_verl_wrapped, "_maspo_verl_hook", False)
     assert list(inspect.signature(wrapped._maspo_verl_wrapped).parameters) == compat.PPO_LOSS_PARAMETERS
@@ -224,7 +226,7 @@ def test_a_verl_whose_ppo_loss_changed_fails_the_install_by_name(monkeypatch):
 
     monkeypatch.setattr(losses, "ppo_loss", changed)
     with pytest.raises(RuntimeError, match=r"ppo_loss takes \[.*'extra'\], not"):
-        compat.install_ppo_loss_hook()
+        compat.install_ppo_loss_hook(hooked_ppo_loss, measured_lookup)
 
 
 def test_a_verl_that_stopped_binding_ppo_loss_by_name_fails_the_install(monkeypatch):
@@ -232,4 +234,4 @@ def test_a_verl_that_stopped_binding_ppo_loss_by_name_fails_the_install(monkeypa
 
     monkeypatch.delattr(engine_workers, "ppo_loss")
     with pytest.raises(RuntimeError, match="engine_workers no longer binds ppo_loss by name"):
-        compat.install_ppo_loss_hook()
+        compat.install_ppo_loss_hook(hooked_ppo_loss, measured_lookup)

@@ -8,8 +8,9 @@ from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 from expected import MASPO_DEFAULTS as DEFAULTS
 from expected import MASPO_METRICS
 from maspo_verl.algos.maspo import MASPOParams, maspo_token_loss
-from maspo_verl.config import MASPOPolicyLossConfig, check_algorithm_config
+from maspo_verl.config import MASPOPolicyLossConfig
 from maspo_verl.losses import compute_policy_loss_maspo
+from maspo_verl.preflight import check_algorithm_config
 from verl_batch import make_batch, run_ppo_loss
 from verl_config import build_actor_config, compose_ours, compose_stock
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
 import torch
@@ -69,16 +69,6 @@ class Params:
     @classmethod
     def param_names(cls) -> list[str]:
         return [rule[0] for rule in cls.RULES]
-
-    @classmethod
-    def from_config(cls, config):
-        """Read the values from any object or mapping that has them; defaults for the rest."""
-        values = {}
-        for f in fields(cls):
-            value = config.get(f.name) if hasattr(config, "get") else getattr(config, f.name, None)
-            if value is not None:
-                values[f.name] = value
-        return cls(**values)
 
 
 FLAG = "true or false"

@@ -27,6 +27,9 @@ import json
 import sys
 from pathlib import Path
 
+from hydra.errors import ConfigCompositionException
+
+from ..refusal import REFUSALS, debugging, refuse
 from .plan import dry_run, print_plan
 from .plots import plot_regime
 from .summary import CHECK_FAILED_STATUS, banner, failed_checks, markdown, paper_tables, summarize
@@ -39,7 +42,7 @@ from .sweep import (
     BenchInputError,
     available_presets,
     default_workers,
-    plan,
+    plan_kit,
     plan_recipes,
     read_result,
     run_sweep,
@@ -101,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None,
                         help="Ray sessions running side by side (default: 2 for kit runs on 2 or more cores, 1 for recipes)")  # fmt: skip
     parser.add_argument("--report-only", action="store_true", help="only summarize and plot the finished runs")
+    parser.add_argument("--debug", action="store_true", help="a refusal shows its traceback")
     return parser
 
 
@@ -114,8 +118,8 @@ def build_specs(args) -> list:
         )
     if args.plan:
         raise BenchInputError("--plan estimates GPU-hours of a recipe sweep: give --recipe")
-    return plan(presets, args.seeds, args.regimes, args.steps or 30, args.probe_every, args.variant,
-                controls=not args.no_controls, task=args.task)  # fmt: skip
+    return plan_kit(presets, args.seeds, args.regimes, args.steps or 30, args.probe_every, args.variant,
+                    controls=not args.no_controls, task=args.task)  # fmt: skip
 
 
 def report(specs, out: Path, target: float | None, log=print) -> dict:
@@ -148,21 +152,21 @@ def exit_status(summary: dict) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+    try:  # the sweep's input, and with --plan every run's config: refused before anything runs
         specs = build_specs(args)
-    except BenchInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.plan:
-        print_plan(specs, args.throughput, args.fill, args.out.resolve())
-        return 0
+        if args.workers is not None and args.workers < 1:
+            raise BenchInputError(f"--workers {args.workers}: give 1 or more Ray sessions")
+        if args.plan:
+            print_plan(specs, args.throughput, args.fill, args.out.resolve())
+            return 0
+    except (*REFUSALS, ConfigCompositionException) as exc:  # BenchInputError is a ValueError
+        if debugging(args.debug):
+            raise
+        return refuse("maspo_verl.bench", exc)
     if args.dry_run:
         return dry_run(specs, args.out.resolve())
     out = args.out.resolve()
     if not args.report_only:
-        if args.workers is not None and args.workers < 1:
-            print(f"error: --workers {args.workers}: give 1 or more Ray sessions", file=sys.stderr)
-            return 2
         workers = default_workers(specs) if args.workers is None else args.workers
         run_sweep(specs, out, retry_failed=args.retry_failed, workers=workers)
     target = DEFAULT_TARGETS[args.task] if args.target is None and not args.recipe else args.target

@@ -23,8 +23,8 @@ from omegaconf import ListConfig, OmegaConf
 
 def run_config(spec, out: Path):
     """The resolved config a run of the sweep would train with."""
-    from ..config import check_algorithm_config
     from ..launch import base_overrides, compose_config
+    from ..preflight import check_algorithm_config
 
     config = compose_config([*base_overrides(spec.directory(out)), *spec.overrides()])
     check_algorithm_config(config)

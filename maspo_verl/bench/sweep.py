@@ -248,8 +248,8 @@ def _check_seeds(seeds: list[int]) -> None:
         raise BenchInputError(f"--seeds {seeds}: give at least one seed, none repeated")
 
 
-def plan(presets: list[str], seeds: list[int], regimes: list[str], steps: int, probe_every: int,
-         variants: list[str] = (), controls: bool = True, task: str = DEFAULT_TASK) -> list[KitRun]:  # fmt: skip
+def plan_kit(presets: list[str], seeds: list[int], regimes: list[str], steps: int, probe_every: int,
+             variants: list[str] = (), controls: bool = True, task: str = DEFAULT_TASK) -> list[KitRun]:  # fmt: skip
     """The kit runs of a sweep, seed-major so that a cut-short sweep has every preset on the first seeds."""
     if task not in KIT_PRESETS:
         raise BenchInputError(f"--task {task}: choose from {', '.join(KIT_PRESETS)}")

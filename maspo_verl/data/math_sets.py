@@ -32,6 +32,7 @@ from pathlib import Path
 
 # One prompt template per model family (templates.py); its name goes into every row's
 # extra_info.template, which the trainer's preflight and the evaluator read.
+from ..refusal import REFUSALS, debugging, refuse
 from .templates import DAPO_PREFIX, DAPO_SUFFIX, DEFAULT_TEMPLATE, R1_SUFFIX, TEMPLATES
 
 # ----------------------------------------------------------------------------- gold-answer quirks
@@ -391,6 +392,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     prep.add_argument("--amc", default="amc23", choices=["amc23", "amc83"], help="the AMC set a group uses")
     prep.add_argument("--no-progress", action="store_true")
+    prep.add_argument("--debug", action="store_true", help="a refusal shows its traceback")
     commands.add_parser("list", help="the sets, their hub sources and sizes")
     return parser
 
@@ -408,15 +410,16 @@ def main(argv=None) -> int:
     for name in args.names:
         group = GROUPS.get(name, (name,))
         names.extend(args.amc if item == "amc23" else item for item in group if item not in names)
-    if args.source and len(names) != 1:
-        raise SystemExit(f"--source names one file, so give exactly one set (got {names})")
-    for name in names:
-        try:
+    try:
+        if args.source and len(names) != 1:
+            raise ValueError(f"--source names one file, so give exactly one set (got {names})")
+        for name in names:
             counts = prepare(name, args.out, source=args.source, template=args.template, progress=not args.no_progress)
-        except (ValueError, FileNotFoundError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print(report(counts), flush=True)
+            print(report(counts), flush=True)
+    except REFUSALS as error:
+        if debugging(args.debug):
+            raise
+        return refuse("maspo_verl.data", error)
     return 0
 
 

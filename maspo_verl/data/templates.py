@@ -21,8 +21,8 @@ model loads, that the reward scores a right answer written the way the template 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from typing import Any
 
 BOXED = "boxed"
 ANSWER_LINE = "answer_line"
@@ -69,11 +69,31 @@ TEMPLATES = {
 DEFAULT_TEMPLATE = "r1"
 
 
+@dataclass
+class Scored:
+    """What a reward function (verl's custom-reward signature) said of one response."""
+
+    score: float
+    acc: float
+    pred: Any
+
+    @property
+    def correct(self) -> bool:
+        """A sample counts as correct for Pass@k when its acc is at least 0.5 (acc is 0/1 for our scorers)."""
+        return self.acc >= 0.5
+
+    @classmethod
+    def of(cls, result) -> "Scored":
+        """A reward function's return value: a number, or a dict with ``score`` (``acc``, ``pred`` optional)."""
+        if isinstance(result, dict):
+            score = float(result["score"])
+            return cls(score=score, acc=float(result.get("acc", score)), pred=result.get("pred"))
+        return cls(score=float(result), acc=float(result), pred=None)
+
+
 def reward_reads(template: str, score, data_source: str, ground_truth, extra_info: dict | None = None) -> str | None:
     """None when ``score`` (verl's custom-reward signature) judges the right answer, written the
     way ``template`` asks, as correct; otherwise what it did instead."""
-    from maspo_verl.eval.scoring import Scored
-
     response = TEMPLATES[template].example_response(str(ground_truth))
     try:
         result = score(data_source=data_source, solution_str=response, ground_truth=ground_truth,
@@ -98,79 +118,3 @@ def reads_any(template: str, score, data_source: str, rows: list[tuple[object, d
     written the way ``template`` asks; otherwise what it did with the first."""
     problems = [reward_reads(template, score, data_source, truth, extra) for truth, extra in rows]
     return None if any(p is None for p in problems) else problems[0]
-
-
-# ----------------------------------------------------------------------------- preflight
-
-
-def _template_probes(path: str, reward_fn_key: str) -> dict[tuple[str, str], list[tuple[object, dict]]]:
-    """{(template, data_source): the first PROBES rows' (ground truth, extra_info)} of a prepared
-    parquet file; empty when the file records no template (not made by `prepare`)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pq.read_schema(path)
-    if "extra_info" not in schema.names:
-        return {}
-    extra_type = schema.field("extra_info").type
-    if not pa.types.is_struct(extra_type) or extra_type.get_field_index("template") < 0:
-        return {}
-    rows = pq.read_table(path, columns=[reward_fn_key, "reward_model", "extra_info"]).to_pylist()
-    probes: dict[tuple[str, str], list] = {}
-    for row in rows:
-        extra = row["extra_info"] or {}
-        key = (extra.get("template"), row[reward_fn_key])
-        if key[0] and len(probes.setdefault(key, [])) < PROBES:
-            probes[key].append(((row["reward_model"] or {}).get("ground_truth"), extra))
-    return probes
-
-
-def configured_reward(config):
-    """(the function verl's reward manager will score with, a description naming the setting)."""
-    from verl.trainer.ppo.reward import get_custom_reward_fn
-    from verl.utils.reward_score import get_default_compute_score
-
-    function = config.reward.get("custom_reward_function") or {}
-    custom = get_custom_reward_fn(config)
-    if custom is not None:
-        return custom, f"reward.custom_reward_function.path={function.get('path')} (name={function.get('name')})"
-    manager = config.reward.reward_manager.get("name")
-    return get_default_compute_score(manager), "verl's default_compute_score (reward.custom_reward_function.path unset)"
-
-
-def check_data_templates(config) -> dict:
-    """Refuse, before Ray starts, a data file whose prompt template asks for answers in a format
-    the configured reward cannot read. Returns {file: [templates found]}."""
-    from maspo_verl.preflight import REMOTE_PREFIXES, _as_list
-
-    if (config.reward.get("reward_model") or {}).get("enable"):
-        return {}  # a reward model reads free text; there is no answer format to check
-    reward_fn_key = config.data.get("reward_fn_key", "data_source")
-    files = [(f"data.{s}", p) for s in ("train_files", "val_files") for p in _as_list(config.data.get(s))]
-    score, reward_name = None, None
-    found = {}
-    for setting, path in files:
-        if path.startswith(REMOTE_PREFIXES):
-            continue
-        probes = _template_probes(os.path.expanduser(path), reward_fn_key)
-        found[path] = sorted({template for template, _ in probes})
-        for (template, data_source), rows in probes.items():
-            if template not in TEMPLATES:
-                raise ValueError(
-                    f"{setting}: {path} was prepared with the prompt template {template!r}, which this version does "
-                    f"not know (known: {sorted(TEMPLATES)}); prepare it again with `python -m maspo_verl.data prepare`."
-                )
-            if score is None:
-                score, reward_name = configured_reward(config)
-            problem = reads_any(template, score, data_source, rows)
-            if problem:
-                readable = [name for name in TEMPLATES if not reads_any(name, score, data_source, rows)]
-                raise ValueError(
-                    f"{setting}: {path} was prepared with the prompt template {template!r}, which asks for "
-                    f"{TEMPLATES[template].asks_for}, but the reward {reward_name} cannot read it: for data_source "
-                    f"{data_source!r} it {problem}. Templates this reward reads: {readable or 'none'}. Fix: prepare "
-                    f"the data with one of those (`python -m maspo_verl.data prepare ... --template NAME`), or score "
-                    "with reward.custom_reward_function.path=pkg://maspo_verl.rewards.math_score, which reads both "
-                    "\\boxed{} and 'Answer:'."
-                )
-    return found

@@ -20,6 +20,7 @@ from maspo_verl.eval.runner import (
     EvalConfig,
     evaluate,
 )
+from maspo_verl.refusal import debugging, refuse
 
 
 def _default_backend() -> str:
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap resamples for the CI")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting one")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--debug", action="store_true", help="a refusal shows its traceback")
     return p
 
 
@@ -87,8 +89,9 @@ def main(argv=None) -> int:
     try:
         summary = evaluate(config)
     except EvalInputError as exc:
-        print(f"maspo_verl.eval: error: {exc}", file=sys.stderr)
-        return 2
+        if debugging(args.debug):
+            raise
+        return refuse("maspo_verl.eval", exc)
     return 0 if summary["complete"] else 3
 
 

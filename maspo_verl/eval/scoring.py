@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from maspo_verl.data.templates import Scored
 from maspo_verl.eval.data import EvalInputError
 
 KIT_SCORERS = {
@@ -26,26 +26,6 @@ KIT_SCORERS = {
     "maspo_kit/chain": "maspo_verl.kit.reward:compute_chain_score",
 }
 MATH_SCORER = "maspo_verl.rewards:compute_score"
-
-
-@dataclass
-class Scored:
-    score: float
-    acc: float
-    pred: Any
-
-    @property
-    def correct(self) -> bool:
-        """A sample counts as correct for Pass@k when its acc is at least 0.5 (acc is 0/1 for our scorers)."""
-        return self.acc >= 0.5
-
-    @classmethod
-    def of(cls, result) -> "Scored":
-        """A reward function's return value: a number, or a dict with ``score`` (``acc``, ``pred`` optional)."""
-        if isinstance(result, dict):
-            score = float(result["score"])
-            return cls(score=score, acc=float(result.get("acc", score)), pred=result.get("pred"))
-        return cls(score=float(result), acc=float(result), pred=None)
 
 
 def load_function(spec: str) -> Callable:

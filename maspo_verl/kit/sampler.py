@@ -13,7 +13,7 @@ them from the trainer), so the kit passes them through ``sampler_kwargs``
 (``filter_groups: ${algorithm.filter_groups}``, ``train_batch_size: ${data.train_batch_size}``)
 and this class sets them up as verl's trainer would for its own buffer: with filtering on,
 one prompt is generated at a time and groups whose metric has no spread are evicted and
-refilled. ``maspo_verl.config.check_algorithm_config`` refuses group filtering with any other
+refilled. ``maspo_verl.preflight.check_algorithm_config`` refuses group filtering with any other
 custom sampler, where verl 0.9.1 would silently drop it.
 """
 

@@ -11,11 +11,11 @@ degrees, percent, currency, units, text, matrices, numbers in a base) produce
   rounded decimal of a fraction that has no exact one, an element dropped from a list, an
   interval's bracket swapped, a tuple's components swapped, another multiple-choice letter.
 
-Each rewriting is put in a whole model response in the two answer templates of the project
-(`maspo_verl.data.math_sets`): `r1` ends with a `\\boxed{}` after the thinking, `dapo` with an
-`Answer:` line. Wrapping rules vary the response around the gold itself (a box inside prose, a
-display box under "Final Answer", `Answer: $...$`, an earlier wrong answer that the model then
-revises, and the reverse).
+Each rewriting is put in a whole model response in the two answer formats of the project's prompt
+templates (`maspo_verl.data.templates`): `r1` ends with a `\\boxed{}` after the thinking (as
+`qwen_math` asks too), `dapo` with an `Answer:` line. Wrapping rules vary the response around the
+gold itself (a box inside prose, a display box under "Final Answer", `Answer: $...$`, an earlier
+wrong answer that the model then revises, and the reverse).
 
 Minerva's convention is a numeric tolerance (its golds are rounded physics numbers): its near
 misses change a number by far more than any rounding (the leading digit, the power of ten), and
