@@ -7,6 +7,7 @@ GPU starts), the config is resolved (so the tiny kit, if used, is built here, in
 `trainer.device=cpu` selects our CPU platform for every process of the run.
 """
 
+import contextlib
 import os
 import sys
 
@@ -40,17 +41,32 @@ def prepare(config) -> None:
     use_cpu_platform_if_asked(config)
 
 
+@contextlib.contextmanager
+def refusals_reported():
+    """A refused setting (ValueError, or FileNotFoundError for a data file) ends the command with
+    its message and exit status 2, not a traceback; HYDRA_FULL_ERROR=1 shows the traceback."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"maspo_verl: refused before Ray started:\n{error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 @hydra.main(config_path="pkg://maspo_verl_configs", config_name="maspo_trainer", version_base=None)
 def main(config):
     if os.environ.get(DRY_RUN_ENV) == "1":
         import maspo_verl
 
         maspo_verl.register()
-        check_algorithm_config(config)
-        OmegaConf.resolve(config)
-        dry_run(config)
+        with refusals_reported():
+            check_algorithm_config(config)
+            OmegaConf.resolve(config)
+            dry_run(config)
         return
-    prepare(config)
+    with refusals_reported():
+        prepare(config)
 
     from .compat import run_verl_main
 

@@ -2,6 +2,8 @@
 
 `preflight(config)` (called by `maspo_verl.main_ppo` before handing over to verl):
   - the trainer is verl's v1 trainer (`trainer.use_v1=false`, verl's legacy trainer, is refused);
+  - no setting of the actor, rollout, ref or trainer sections is one verl would silently ignore
+    (maspo_verl/preflight_keys.py);
   - every train/val file exists, is a readable parquet file and has the columns verl reads
     (`data.prompt_key` as chat messages, `data.reward_fn_key`, `reward_model.ground_truth`);
   - the train set holds at least one batch (`data.train_batch_size` prompts);
@@ -32,6 +34,8 @@ import warnings
 from pathlib import Path
 
 from omegaconf import ListConfig, OmegaConf, open_dict
+
+from .preflight_keys import check_ignored_keys
 
 REMOTE_PREFIXES = ("hdfs://", "s3://", "gs://", "http://", "https://")
 
@@ -464,6 +468,7 @@ def preflight(config, dry_run: bool = False) -> dict:
     refusing: the GPU nodes the dry run prepares for may have it.
     """
     check_trainer(config)
+    check_ignored_keys(config)
     check_sequence_parallel(config)
     summary = {"rows": check_data(config)}
     summary.update(check_batch_sizes(config))
@@ -574,7 +579,7 @@ def describe(config, summary: dict, built: dict) -> str:
         f"-> {summary['updates_per_step']} updates per step, ppo_epochs {actor.ppo_epochs}, dynamic bsz {actor.use_dynamic_bsz}",
         f"lengths            prompt {config.data.max_prompt_length}, response {config.data.max_response_length}",
         f"optimiser          lr {actor.optim.lr}, warmup steps {actor.optim.get('lr_warmup_steps')}, "
-        f"weight decay {actor.optim.get('weight_decay')}, grad clip {actor.get('grad_clip')}",
+        f"weight decay {actor.optim.get('weight_decay')}, grad clip {actor.optim.get('clip_grad')} (actor.optim.clip_grad)",
         f"rollout            {rollout.name}, temperature {rollout.temperature}, top_p {rollout.top_p}",
         f"validation         n={rollout.val_kwargs.n}, temperature {rollout.val_kwargs.temperature}, "
         f"top_p {rollout.val_kwargs.top_p}, every {config.trainer.test_freq} steps",
