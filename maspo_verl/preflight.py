@@ -8,6 +8,8 @@
     (`data.prompt_key` as chat messages, `data.reward_fn_key`, `reward_model.ground_truth`);
   - the train set holds at least one batch (`data.train_batch_size` prompts);
   - batch sizes divide as verl requires for `trainer.nnodes x trainer.n_gpus_per_node` GPUs;
+  - the vLLM server's context length holds prompt + response, and chunked prefill is off only
+    when a whole prompt fits in one batch (maspo_verl/preflight_rollout.py);
   - the custom reward function (if any) can be loaded;
   - Ulysses sequence parallelism > 1 runs with flash attention, the only attention verl patches it into;
   - on a CUDA run, the package of the attention implementation is installed.
@@ -36,6 +38,7 @@ from pathlib import Path
 from omegaconf import ListConfig, OmegaConf, open_dict
 
 from .preflight_keys import check_ignored_keys
+from .preflight_rollout import check_rollout_lengths
 
 REMOTE_PREFIXES = ("hdfs://", "s3://", "gs://", "http://", "https://")
 
@@ -472,6 +475,7 @@ def preflight(config, dry_run: bool = False) -> dict:
     check_sequence_parallel(config)
     summary = {"rows": check_data(config)}
     summary.update(check_batch_sizes(config))
+    check_rollout_lengths(config)
     check_reward_function(config)
     from maspo_verl.data.templates import check_data_templates  # the reward reads the data's prompt template
 
@@ -580,7 +584,9 @@ def describe(config, summary: dict, built: dict) -> str:
         f"lengths            prompt {config.data.max_prompt_length}, response {config.data.max_response_length}",
         f"optimiser          lr {actor.optim.lr}, warmup steps {actor.optim.get('lr_warmup_steps')}, "
         f"weight decay {actor.optim.get('weight_decay')}, grad clip {actor.optim.get('clip_grad')} (actor.optim.clip_grad)",
-        f"rollout            {rollout.name}, temperature {rollout.temperature}, top_p {rollout.top_p}",
+        f"rollout            {rollout.name}, temperature {rollout.temperature}, top_p {rollout.top_p}, "
+        f"max_model_len {rollout.get('max_model_len')}, gpu_memory_utilization {rollout.gpu_memory_utilization}, "
+        f"chunked prefill {rollout.enable_chunked_prefill} (max_num_batched_tokens {rollout.max_num_batched_tokens})",
         f"validation         n={rollout.val_kwargs.n}, temperature {rollout.val_kwargs.temperature}, "
         f"top_p {rollout.val_kwargs.top_p}, every {config.trainer.test_freq} steps",
         f"reward             manager {config.reward.reward_manager.name}, function "
