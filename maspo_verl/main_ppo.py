@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from .config import check_algorithm_config
 from .preflight import dry_run, preflight
+from .preflight_memory import GPU_MEMORY_ENV
 
 # `--dry-run` (or MASPO_VERL_DRY_RUN=1): compose, check and build the configs, print, stop.
 DRY_RUN_ENV = "MASPO_VERL_DRY_RUN"
@@ -73,12 +74,27 @@ def main(config):
     run_verl_main(config)
 
 
+def _take_flag_value(flag: str) -> str | None:
+    """Remove `--flag VALUE` or `--flag=VALUE` from sys.argv and return VALUE (None if absent)."""
+    for index, arg in enumerate(sys.argv):
+        if arg == flag and index + 1 < len(sys.argv):
+            del sys.argv[index]
+            return sys.argv.pop(index)
+        if arg.startswith(flag + "="):
+            return sys.argv.pop(index).split("=", 1)[1]
+    return None
+
+
 def cli() -> None:
     """`python -m maspo_verl.main_ppo` and `maspo-verl-train`: Hydra rejects unknown flags, so
-    `--dry-run` becomes the environment switch first."""
+    `--dry-run` and `--gpu-memory-gb N` (the card the memory estimate checks against) become
+    environment switches first."""
     if "--dry-run" in sys.argv:
         sys.argv.remove("--dry-run")
         os.environ[DRY_RUN_ENV] = "1"
+    gpu_memory = _take_flag_value("--gpu-memory-gb")
+    if gpu_memory is not None:
+        os.environ[GPU_MEMORY_ENV] = gpu_memory
     main()
 
 

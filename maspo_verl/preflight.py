@@ -12,7 +12,9 @@
     when a whole prompt fits in one batch (maspo_verl/preflight_rollout.py);
   - the custom reward function (if any) can be loaded;
   - Ulysses sequence parallelism > 1 runs with flash attention, the only attention verl patches it into;
-  - on a CUDA run, the package of the attention implementation is installed.
+  - on a CUDA run, the package of the attention implementation is installed;
+  - the memory estimate per GPU stays within the card (maspo_verl/preflight_memory.py; above 90%
+    it warns).
 Each failure raises a ValueError / FileNotFoundError naming the setting or file, its value and
 what is allowed: today verl only finds these inside its TaskRunner, after the cluster started.
 Settings that run but not as a reader would expect raise a `PreflightWarning` (shown on the
@@ -38,6 +40,7 @@ from pathlib import Path
 from omegaconf import ListConfig, OmegaConf, open_dict
 
 from .preflight_keys import check_ignored_keys
+from .preflight_memory import check_memory
 from .preflight_rollout import check_rollout_lengths
 
 REMOTE_PREFIXES = ("hdfs://", "s3://", "gs://", "http://", "https://")
@@ -432,9 +435,9 @@ def bapo_micro_batch_warnings(config, dp: int) -> list[str]:
     ]
 
 
-def preflight_warnings(config, dp: int) -> list[str]:
-    """Every warning, each also raised as a PreflightWarning (shown on the driver before Ray)."""
-    messages = trust_region_warnings(config) + bapo_micro_batch_warnings(config, dp)
+def preflight_warnings(config, dp: int, more: list[str] = ()) -> list[str]:
+    """Every warning (and `more`), each also raised as a PreflightWarning (shown on the driver before Ray)."""
+    messages = trust_region_warnings(config) + bapo_micro_batch_warnings(config, dp) + list(more)
     for message in messages:
         warnings.warn(message, PreflightWarning, stacklevel=3)
     return messages
@@ -481,7 +484,8 @@ def preflight(config, dry_run: bool = False) -> dict:
 
     summary["templates"] = check_data_templates(config)
     summary["attention"] = check_attention_packages(config, refuse=not dry_run or _cuda_visible())
-    summary["warnings"] = preflight_warnings(config, summary["dp"])
+    summary["memory"], memory_warnings = check_memory(config)
+    summary["warnings"] = preflight_warnings(config, summary["dp"], memory_warnings)
     return summary
 
 
@@ -587,6 +591,8 @@ def describe(config, summary: dict, built: dict) -> str:
         f"rollout            {rollout.name}, temperature {rollout.temperature}, top_p {rollout.top_p}, "
         f"max_model_len {rollout.get('max_model_len')}, gpu_memory_utilization {rollout.gpu_memory_utilization}, "
         f"chunked prefill {rollout.enable_chunked_prefill} (max_num_batched_tokens {rollout.max_num_batched_tokens})",
+        f"offload            actor params {(actor.get('fsdp_config') or {}).get('param_offload')}, optimizer "
+        f"{(actor.get('fsdp_config') or {}).get('optimizer_offload')}",
         f"validation         n={rollout.val_kwargs.n}, temperature {rollout.val_kwargs.temperature}, "
         f"top_p {rollout.val_kwargs.top_p}, every {config.trainer.test_freq} steps",
         f"reward             manager {config.reward.reward_manager.name}, function "
@@ -599,6 +605,7 @@ def describe(config, summary: dict, built: dict) -> str:
     for path, rows in summary["rows"].items():
         lines.append(f"data               {path}: {rows if rows >= 0 else 'remote, not checked'} rows")
     lines += [f"attention          {line}" for line in summary["attention"]]
+    lines += [f"memory             {line}" for line in summary["memory"]]
     lines += [f"WARNING            {message}" for message in summary["warnings"]]
     lines.append("built              " + ", ".join(name for name, value in built.items() if value is not None))
     if "model" not in built:

@@ -93,7 +93,10 @@ def test_a_context_the_server_dies_on_or_cuts_with_is_refused(rollout, message):
 
 @pytest.mark.parametrize(
     "rollout",
-    [{"enable_chunked_prefill": False, "max_model_len": None}, {"enable_chunked_prefill": False, "max_num_batched_tokens": 8192}],
+    [
+        {"enable_chunked_prefill": False, "max_model_len": None},
+        {"enable_chunked_prefill": False, "max_num_batched_tokens": 8192},
+    ],
 )
 def test_verls_server_dies_on_what_preflight_refuses(rollout):
     with pytest.raises(dataclasses.FrozenInstanceError, match="max_num_batched_tokens"):

@@ -73,6 +73,9 @@ def test_every_recipe_dry_runs(script, data_dir, capsys):
     config = _compose(overrides)
     text = dry_run(config)
     assert "checks passed" in text
+    # the values the run uses, and the memory estimate per GPU (of an 80 GiB card: no CUDA here)
+    assert "grad clip 1.0 (actor.optim.clip_grad)" in text and re.search(r"max_model_len (10240|22528),", text)
+    assert re.search(r"memory +rollout and weight sync: \d+\.\d GiB \(8\d%\)", text), text
     assert config.data.train_files == f"{data_dir}/dapo_math_17k.parquet"
     assert [Path(path).stem for path in config.data.val_files] == [
         "aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench"

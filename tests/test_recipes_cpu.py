@@ -8,13 +8,13 @@ Each run composes a paper recipe and a method with ONE overlay, `+kit=recipe_cpu
 against the composed configs of every recipe, so the list stays exactly what these runs do not prove.
 
 Everything else runs as a GPU user runs it: remove-padding, dynamic micro-batches under a token
-budget, gradient checkpointing, the 14B recipe's offload flags, rollout log-probs, the learning
+budget, gradient checkpointing, the 7B and 14B recipes' offload flags, rollout log-probs, the learning
 rate and its warm-up, validation, checkpoints, and verl's own replay buffer (with DAPO's group
 filter). The runs add what the recipes leave at verl's defaults: rollout correction's token-level
 importance weights (every run) and FSDP2's CPU offload policy (the bapo run).
 
-After the overlay the three recipes differ only in the 14B recipe's offload flags (and its
-sequence parallelism, which the overlay must turn off), so the runs use `paper_14b`, and the
+After the overlay the three recipes differ only in the offload flags of the 7B and 14B recipes (and
+the 14B recipe's sequence parallelism, which the overlay must turn off), so the runs use `paper_14b`, and the
 other two are checked by composition. They go through `python -m maspo_verl.bench --recipe`, the
 command GPU users run: one Ray session, a dry run of every run first, each final checkpoint
 through the evaluator, the summary with paired differences and the paper-style table. The same
@@ -150,7 +150,7 @@ def test_the_overlay_keeps_what_the_gpu_runs_rely_on(recipe):
     assert actor.optim.lr == 1e-6 and actor.optim.lr_warmup_steps == 10
     assert config.trainer.v1.sampler.custom_sampler.path is None  # verl's own ReplayBuffer
     assert config.algorithm.filter_groups.enable
-    offload = recipe == "paper_14b"
+    offload = recipe != "paper_1p5b"  # the 7B recipe's from its memory estimate, the 14B recipe's from DAPO's
     assert actor.fsdp_config.param_offload is offload and actor.fsdp_config.optimizer_offload is offload
 
 
