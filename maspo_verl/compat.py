@@ -22,7 +22,9 @@ assumption as soon as an installed verl differs, instead of failing later or sil
   Hydra's internal way in.
 * ``run_verl_main`` / ``release_placement_groups``: verl's ``main_ppo.main`` reuses an initialised
   Ray session, and leaves the placement groups its workers reserved (Ray removes them only when
-  the job ends); several runs in one session release them in between.
+  the job ends); several runs in one session release them in between. ``ray_init_with_env``:
+  verl's ``run_ppo`` prints its ``ray.init`` arguments, then calls ``ray.init`` through the
+  ``ray`` module, where variables that must not be printed (a tracker's key) join them.
 * ``verl_default_config`` and the tables beside it (``UNREAD_CONFIG_FIELDS``,
   ``UNREAD_TRAINER_KEYS``, ``TRAINER_KEYS_BEYOND_YAML``, ``REF_RENAMED_KEYS``): what verl 0.9.1
   reads of its config (``maspo_verl/preflight_keys.py`` refuses what it does not);
@@ -39,6 +41,7 @@ keyword arguments to verl's v1 ``ReplayBuffer`` and is selected by the v1 traine
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -131,12 +134,39 @@ def register_hydra_plugin(plugin_class) -> None:
     Plugins.instance().register(plugin_class)
 
 
-def run_verl_main(config) -> None:
+def run_verl_main(config, worker_env: dict | None = None) -> None:
     """verl's own `main_ppo.main` on a composed config (a hydra.main function called with a
-    config runs on it directly); it reuses a Ray session that is already initialised."""
+    config runs on it directly); it reuses a Ray session that is already initialised. When it
+    starts Ray, `worker_env` joins the job's runtime env (see ray_init_with_env)."""
     from verl.trainer.main_ppo import main as verl_main
 
-    verl_main(config)
+    with ray_init_with_env(worker_env or {}):
+        verl_main(config)
+
+
+@contextlib.contextmanager
+def ray_init_with_env(env: dict):
+    """Within this block, `ray.init` also sets `env` in the job's runtime env (every worker, every
+    node). verl's run_ppo prints its ray.init arguments and then calls `ray.init` through the
+    `ray` module; the variables added here, in that call, appear in no printout (a tracker's key)."""
+    import ray
+
+    if not env:
+        yield
+        return
+    original = ray.init
+
+    @functools.wraps(original)
+    def init(*args, **kwargs):
+        runtime_env = dict(kwargs.get("runtime_env") or {})
+        runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **env}
+        return original(*args, **{**kwargs, "runtime_env": runtime_env})
+
+    ray.init = init
+    try:
+        yield
+    finally:
+        ray.init = original
 
 
 def release_placement_groups() -> int:

@@ -31,15 +31,17 @@ def use_cpu_platform_if_asked(config) -> None:
             os.environ.setdefault(key, value)
 
 
-def prepare(config) -> None:
-    """Everything done on the driver before verl takes over: checks, resolution, platform."""
+def prepare(config) -> dict:
+    """Everything done on the driver before verl takes over: checks, resolution, platform.
+    Returns the environment every Ray worker gets (a tracker's key; never printed)."""
     import maspo_verl
 
     maspo_verl.register()
     check_algorithm_config(config)
-    preflight(config)
+    worker_env = preflight(config)["worker_env"]
     OmegaConf.resolve(config)
     use_cpu_platform_if_asked(config)
+    return worker_env
 
 
 @contextlib.contextmanager
@@ -67,11 +69,11 @@ def main(config):
             dry_run(config)
         return
     with refusals_reported():
-        prepare(config)
+        worker_env = prepare(config)
 
     from .compat import run_verl_main
 
-    run_verl_main(config)
+    run_verl_main(config, worker_env)
 
 
 def _take_flag_value(flag: str) -> str | None:

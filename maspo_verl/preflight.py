@@ -14,7 +14,8 @@
   - Ulysses sequence parallelism > 1 runs with flash attention, the only attention verl patches it into;
   - on a CUDA run, the package of the attention implementation is installed;
   - the memory estimate per GPU stays within the card (maspo_verl/preflight_memory.py; above 90%
-    it warns).
+    it warns);
+  - a wandb run has a key, which every Ray worker gets (maspo_verl/preflight_trackers.py).
 Each failure raises a ValueError / FileNotFoundError naming the setting or file, its value and
 what is allowed: today verl only finds these inside its TaskRunner, after the cluster started.
 Settings that run but not as a reader would expect raise a `PreflightWarning` (shown on the
@@ -42,6 +43,7 @@ from omegaconf import ListConfig, OmegaConf, open_dict
 from .preflight_keys import check_ignored_keys
 from .preflight_memory import check_memory
 from .preflight_rollout import check_rollout_lengths
+from .preflight_trackers import check_trackers
 
 REMOTE_PREFIXES = ("hdfs://", "s3://", "gs://", "http://", "https://")
 
@@ -485,6 +487,7 @@ def preflight(config, dry_run: bool = False) -> dict:
     summary["templates"] = check_data_templates(config)
     summary["attention"] = check_attention_packages(config, refuse=not dry_run or _cuda_visible())
     summary["memory"], memory_warnings = check_memory(config)
+    summary["trackers"], summary["worker_env"] = check_trackers(config)
     summary["warnings"] = preflight_warnings(config, summary["dp"], memory_warnings)
     return summary
 
@@ -606,6 +609,7 @@ def describe(config, summary: dict, built: dict) -> str:
         lines.append(f"data               {path}: {rows if rows >= 0 else 'remote, not checked'} rows")
     lines += [f"attention          {line}" for line in summary["attention"]]
     lines += [f"memory             {line}" for line in summary["memory"]]
+    lines += [f"trackers           {line}" for line in summary["trackers"]]
     lines += [f"WARNING            {message}" for message in summary["warnings"]]
     lines.append("built              " + ", ".join(name for name, value in built.items() if value is not None))
     if "model" not in built:

@@ -41,6 +41,17 @@ DAPO_OVERRIDES = ["algorithm=dapo", "actor_rollout_ref.rollout.n=2", "actor_roll
                   "trainer.val_before_train=False", "reward.reward_kwargs.overlong_buffer_cfg.len=6"]  # fmt: skip
 
 
+# a key of wandb's shape for tests of runs that log to wandb (the paper recipes do); not a real one
+FAKE_WANDB_KEY = "fake0wandb0key0for0the0preflight0tests00"
+
+
+@pytest.fixture()
+def wandb_key(monkeypatch):
+    """This machine as if `export WANDB_API_KEY=...` had been run (preflight_trackers.py)."""
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_WANDB_KEY)
+    return FAKE_WANDB_KEY
+
+
 def pytest_collection_modifyitems(config, items):
     """GPU tests are skipped cleanly, with a reason, on machines without CUDA (CI)."""
     if torch.cuda.is_available():

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import verl  # noqa: F401  (imports our plugin)
+from conftest import FAKE_WANDB_KEY
 from fixtures import math_sources as fx
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
@@ -26,6 +27,9 @@ PAPER = REPO / "examples" / "paper"
 SCRIPTS = sorted(PAPER.glob("paper_*.sh"))
 SIZES = {"paper_1p5b": "1.5B", "paper_7b": "7B", "paper_14b": "14B"}
 TABLE_METHODS = {"grpo", "clip_higher", "dac", "entropy_adv", "bapo", "sapo", "maspo", "dapo"}
+
+# the recipes log to wandb; preflight refuses that on a machine without a key
+pytestmark = pytest.mark.usefixtures("wandb_key")
 
 
 def _script_choice(script: Path) -> tuple[str, str]:
@@ -76,6 +80,7 @@ def test_every_recipe_dry_runs(script, data_dir, capsys):
     # the values the run uses, and the memory estimate per GPU (of an 80 GiB card: no CUDA here)
     assert "grad clip 1.0 (actor.optim.clip_grad)" in text and re.search(r"max_model_len (10240|22528),", text)
     assert re.search(r"memory +rollout and weight sync: \d+\.\d GiB \(8\d%\)", text), text
+    assert "trackers           wandb: key from $WANDB_API_KEY" in text and FAKE_WANDB_KEY not in text
     assert config.data.train_files == f"{data_dir}/dapo_math_17k.parquet"
     assert [Path(path).stem for path in config.data.val_files] == [
         "aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench"
