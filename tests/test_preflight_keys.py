@@ -17,7 +17,6 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
 from maspo_verl import compat
-from maspo_verl.main_ppo import cli
 from maspo_verl.preflight_keys import SECTIONS, check_ignored_keys, config_class, ignored_keys, unread_fields
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,18 +159,6 @@ def test_the_recipes_use_the_key_verl_clips_with():
     config = _compose("recipe=paper_14b", "algorithm=maspo")
     assert "grad_clip" not in OmegaConf.load(CONFIGS / "recipe" / "_paper_base.yaml").actor_rollout_ref.actor
     assert config.actor_rollout_ref.actor.optim.clip_grad == 1.0
-
-
-def test_the_refusal_is_a_message_without_a_traceback(capsys, monkeypatch):
-    """As a user meets it: `python -m maspo_verl.main_ppo --dry-run ...`, exit status 2."""
-    monkeypatch.setattr("sys.argv", ["main_ppo", "--dry-run", *PAPER, "+actor_rollout_ref.actor.clip_grad=0.5"])
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    with pytest.raises(SystemExit) as exit_:
-        cli()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2
-    assert "refused before Ray started" in err and "actor_rollout_ref.actor.clip_grad=0.5" in err
-    assert "Traceback" not in err
 
 
 # ----------------------------------------------------------------------------- what this package sets
