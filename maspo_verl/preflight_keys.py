@@ -25,7 +25,7 @@ import difflib
 import functools
 import typing
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from . import compat
 
@@ -74,7 +74,9 @@ def unread_fields(cls) -> dict[str, str | None]:
 def _raw(node: DictConfig, key):
     """The value as written (interpolations unresolved: a kit's `${maspo_kit:...}` builds the kit)."""
     value = node._get_node(key)
-    return OmegaConf.to_container(value, resolve=False) if isinstance(value, DictConfig) else value._value()
+    return (
+        OmegaConf.to_container(value, resolve=False) if isinstance(value, (DictConfig, ListConfig)) else value._value()
+    )
 
 
 def _without_targets(value):

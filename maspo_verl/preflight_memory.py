@@ -154,7 +154,8 @@ def peak(setup: Setup) -> tuple[str, float]:
 
 
 def settings_that_fit(setup: Setup, n_gpus_per_node: int) -> list[str]:
-    """Overrides that bring the peak under WARN_FRACTION of the card, each with its estimate."""
+    """Overrides that bring the peak under WARN_FRACTION of the card, each with its estimate (more
+    GPUs in steps of `n_gpus_per_node`; 0 when FSDP's shard group would not grow with them)."""
     candidates = [
         ({"optimizer_offload": True}, f"{ACTOR}.optimizer_offload=true"),
         ({"param_offload": True, "optimizer_offload": True},
@@ -164,7 +165,7 @@ def settings_that_fit(setup: Setup, n_gpus_per_node: int) -> list[str]:
         candidates.append(({"vllm_fraction": percent / 100}, f"{ROLLOUT}.gpu_memory_utilization={percent / 100:.2f}"))
         if _fits(dataclasses.replace(setup, vllm_fraction=percent / 100)):
             break
-    for gpus in range(setup.shard + n_gpus_per_node, 16 * setup.shard + 1, n_gpus_per_node):
+    for gpus in range(setup.shard + n_gpus_per_node, 16 * setup.shard + 1, n_gpus_per_node) if n_gpus_per_node else ():
         candidates.append(({"shard": gpus}, f"{gpus} GPUs in all (trainer.nnodes x trainer.n_gpus_per_node, over which FSDP shards)"))  # fmt: skip
         if _fits(dataclasses.replace(setup, shard=gpus)):
             break
@@ -270,9 +271,13 @@ def check_memory(config) -> tuple[list[str], list[str]]:
                             f"{ROLLOUT}.tensor_model_parallel_size")  # fmt: skip
     phase, total = peak(setup)
     share = total / card
+    # more GPUs shrink the shard only when FSDP shards over all of them (fsdp_size=-1)
+    gpus_step = (
+        config.trainer.n_gpus_per_node if setup.shard == config.trainer.nnodes * config.trainer.n_gpus_per_node else 0
+    )
     summary = f"the {phase} needs about {total:.1f} GiB per GPU, {share:.0%} of the {card:.1f} GiB card ({where})"
     if share > 1:
-        fits = settings_that_fit(setup, config.trainer.n_gpus_per_node)
+        fits = settings_that_fit(setup, gpus_step)
         problems.append(f"{summary}: it would run out of memory. "
                         + (f"Settings that fit under {WARN_FRACTION:.0%}: {'; '.join(fits)}." if fits else
                            "No offload or gpu_memory_utilization fits it: use more or larger GPUs."))  # fmt: skip
@@ -280,7 +285,7 @@ def check_memory(config) -> tuple[list[str], list[str]]:
         raise ValueError("memory estimate (maspo_verl/preflight_memory.py): " + " ".join(problems))
     warnings = []
     if share > WARN_FRACTION:
-        fits = settings_that_fit(setup, config.trainer.n_gpus_per_node)
+        fits = settings_that_fit(setup, gpus_step)
         warnings.append(f"{summary}: above {WARN_FRACTION:.0%} the allocator's fragmentation and the activations "
                         f"can tip it over. Settings under {WARN_FRACTION:.0%}: {'; '.join(fits) or 'none found'}.")  # fmt: skip
     return lines, warnings

@@ -254,3 +254,12 @@ def test_the_card_size_named_or_default(monkeypatch):
 def test_not_estimated_says_why(card, changes, reason):
     lines, warnings = pm.check_memory(_config("recipe=paper_7b", "algorithm=grpo", **changes))
     assert len(lines) == 1 and reason in lines[0] and warnings == []
+
+
+def test_more_gpus_are_offered_only_when_fsdp_shards_over_all_of_them(card):
+    """With fsdp_size set below the GPU count (hybrid sharding), more GPUs do not shrink the shard."""
+    bare = {f"{FSDP}__param_offload": False, f"{FSDP}__optimizer_offload": False}
+    everywhere = pm.check_memory(_config("recipe=paper_7b", "algorithm=grpo", **bare))[1][0]
+    with pytest.raises(ValueError, match="109% of the 80.0 GiB card") as hybrid:  # a shard of 4: twice the state
+        pm.check_memory(_config("recipe=paper_7b", "algorithm=grpo", **bare, **{f"{FSDP}__fsdp_size": 4}))
+    assert "16 GPUs in all" in everywhere and "GPUs in all" not in str(hybrid.value)

@@ -6,7 +6,7 @@ paper data is not on this machine, and these refusals do not depend on it."""
 import pytest
 import verl  # noqa: F401
 
-from maspo_verl.main_ppo import cli
+from maspo_verl.main_ppo import DRY_RUN_ENV, cli
 from maspo_verl.preflight_memory import GPU_MEMORY_ENV
 
 PAPER_7B = ["recipe=paper_7b", "algorithm=grpo"]
@@ -29,8 +29,11 @@ NO_OFFLOAD = ["actor_rollout_ref.actor.fsdp_config.param_offload=false",
 def test_a_refusal_is_its_message_and_exit_status_2(arguments, message, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr("maspo_verl.preflight.check_data", lambda config: {})
     monkeypatch.setattr("maspo_verl.data.templates.check_data_templates", lambda config: {})
-    for name in ("HYDRA_FULL_ERROR", "WANDB_API_KEY", "WANDB_MODE", GPU_MEMORY_ENV):
+    for name in ("HYDRA_FULL_ERROR", "WANDB_API_KEY", "WANDB_MODE"):
         monkeypatch.delenv(name, raising=False)
+    # cli() turns --dry-run and --gpu-memory-gb into these; set here, they are restored afterwards
+    monkeypatch.setenv(DRY_RUN_ENV, "0")
+    monkeypatch.setenv(GPU_MEMORY_ENV, "80")
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))  # no wandb login here
     logger = [] if any(item.startswith("trainer.logger") for item in arguments) else ["trainer.logger=[console]"]
     monkeypatch.setattr("sys.argv", ["main_ppo", "--dry-run", *PAPER_7B, *logger, *arguments])
