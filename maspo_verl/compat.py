@@ -30,7 +30,13 @@ assumption as soon as an installed verl differs, instead of failing later or sil
   Hydra's internal way in.
 * ``run_verl_main`` / ``release_placement_groups``: verl's ``main_ppo.main`` reuses an initialised
   Ray session, and leaves the placement groups its workers reserved (Ray removes them only when
-  the job ends); several runs in one session release them in between.
+  the job ends); several runs in one session release them in between. ``ray_init_with_env``:
+  verl's ``run_ppo`` prints its ``ray.init`` arguments, then calls ``ray.init`` through the
+  ``ray`` module, where variables that must not be printed (a tracker's key) join them.
+* ``verl_default_config`` and the tables beside it (``UNREAD_CONFIG_FIELDS``,
+  ``UNREAD_TRAINER_KEYS``, ``TRAINER_KEYS_BEYOND_YAML``, ``REF_RENAMED_KEYS``): what verl 0.9.1
+  reads of its config (``maspo_verl/preflight/keys.py`` refuses what it does not);
+  ``tests/test_preflight_keys.py`` derives them from verl's source and fails when a release changes them.
 
 Elsewhere, and checked by ``tests/test_compat.py`` (each check names its assumption):
 the ``hf`` rollout server answers the calls verl's replica and LLM server manager make on
@@ -43,8 +49,11 @@ keyword arguments to verl's v1 ``ReplayBuffer`` and is selected by the v1 traine
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import inspect
+from pathlib import Path
 
 import torch
 
@@ -174,12 +183,39 @@ def register_hydra_plugin(plugin_class) -> None:
     Plugins.instance().register(plugin_class)
 
 
-def run_verl_main(config) -> None:
+def run_verl_main(config, worker_env: dict | None = None) -> None:
     """verl's own `main_ppo.main` on a composed config (a hydra.main function called with a
-    config runs on it directly); it reuses a Ray session that is already initialised."""
+    config runs on it directly); it reuses a Ray session that is already initialised. When it
+    starts Ray, `worker_env` joins the job's runtime env (see ray_init_with_env)."""
     from verl.trainer.main_ppo import main as verl_main
 
-    verl_main(config)
+    with ray_init_with_env(worker_env or {}):
+        verl_main(config)
+
+
+@contextlib.contextmanager
+def ray_init_with_env(env: dict):
+    """Within this block, `ray.init` also sets `env` in the job's runtime env (every worker, every
+    node). verl's run_ppo prints its ray.init arguments and then calls `ray.init` through the
+    `ray` module; the variables added here, in that call, appear in no printout (a tracker's key)."""
+    import ray
+
+    if not env:
+        yield
+        return
+    original = ray.init
+
+    @functools.wraps(original)
+    def init(*args, **kwargs):
+        runtime_env = dict(kwargs.get("runtime_env") or {})
+        runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **env}
+        return original(*args, **{**kwargs, "runtime_env": runtime_env})
+
+    ray.init = init
+    try:
+        yield
+    finally:
+        ray.init = original
 
 
 def release_placement_groups() -> int:
@@ -263,3 +299,64 @@ def build_registered_agent_loops_directly() -> None:
         return classes[target](**kwargs)
 
     module.hydra = _Facade(hydra, utils=_Facade(hydra.utils, instantiate=build))
+
+
+# ----------------------------------------------------------------------------- what verl reads of its config
+
+# verl's own composed ppo_trainer.yaml (every group at its default), which verl ships beside its
+# config groups; tests/test_preflight_keys.py checks that it equals the composition
+VERL_DEFAULT_CONFIG = "trainer/config/_generated_ppo_trainer.yaml"
+
+# Fields of verl's config dataclasses that verl 0.9.1 reads nowhere, by the class that declares
+# them, each with the key (relative to the same section) that verl reads instead, where it has one.
+UNREAD_CONFIG_FIELDS: dict[str, dict[str, str | None]] = {
+    # (the log-prob passes take their micro-batches from rollout/ref.log_prob_micro_batch_size_per_gpu)
+    "ActorConfig": {"freeze_vision_tower": None, "ppo_infer_micro_batch_size_per_gpu": None},
+    # FSDPEngine.optimizer_step clips with optim.clip_grad
+    "FSDPActorConfig": {"grad_clip": "optim.clip_grad", "use_rollout_log_probs": None},
+    "McoreActorConfig": {"use_rollout_log_probs": None},
+    "RolloutConfig": dict.fromkeys(
+        ("custom", "layer_name_map", "multi_stage_wake_up", "over_sample_rate", "sglang_engine_mode")
+    ),
+    "AgentLoopConfig": {"custom_async_server": None},
+    "MultiTurnConfig": {"num_repeat_rollouts": None},
+    "McoreEngineConfig": {"dist_checkpointing_prefix": None},
+    "EngineRouterReplayConfig": {"record_file": None, "replay_file": None},
+}
+
+# trainer.* keys of verl's YAML that its v1 trainer never reads, with what it does instead
+UNREAD_TRAINER_KEYS: dict[str, str | None] = {
+    "balance_batch": "the v1 trainer balances every batch across the data-parallel ranks (trainer_base._balance_batch)",
+    "esi_redundant_time": None,
+    "ray_wait_register_center_timeout": None,
+}
+# trainer.* keys the v1 path reads that verl's YAML does not carry (added with `+`)
+TRAINER_KEYS_BEYOND_YAML = ("remove_previous_ckpt_in_save", "wandb_proxy")
+# keys of the ref section that verl's engine worker renames to the actor's names before building
+# the ref's actor config (engine_workers.py, init_model)
+REF_RENAMED_KEYS = {
+    "log_prob_micro_batch_size": "ppo_micro_batch_size",
+    "log_prob_micro_batch_size_per_gpu": "ppo_micro_batch_size_per_gpu",
+    "log_prob_use_dynamic_bsz": "use_dynamic_bsz",
+    "log_prob_max_token_len_per_gpu": "ppo_max_token_len_per_gpu",
+}
+
+
+@functools.cache
+def verl_default_config():
+    """verl's composed default config (read-only), from the file verl ships."""
+    import verl
+    from omegaconf import OmegaConf
+
+    path = Path(verl.__file__).parent / VERL_DEFAULT_CONFIG
+    if not path.is_file():
+        raise RuntimeError(f"maspo-verl: verl's composed default config {path} is gone; preflight's key check needs it")
+    config = OmegaConf.load(path)
+    OmegaConf.set_readonly(config, True)
+    return config
+
+
+def verl_version() -> str:
+    from importlib.metadata import version
+
+    return version("verl")

@@ -130,12 +130,13 @@ def compose_config(overrides: list[str]):
 
 
 def compose_run_config(overrides: list[str]):
-    """The config `python -m maspo_verl.main_ppo <overrides>` would run, checked and resolved."""
+    """(The config `python -m maspo_verl.main_ppo <overrides>` would run, checked and resolved;
+    the environment its Ray workers get, e.g. a wandb key)."""
     from .main_ppo import prepare
 
     config = compose_config(overrides)
-    prepare(config)
-    return config
+    worker_env = prepare(config)
+    return config, worker_env
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -213,7 +214,7 @@ class RaySession:
         follower = threading.Thread(target=follow, daemon=True)
         follower.start()
         try:
-            run_verl_main(compose_run_config(overrides))
+            run_verl_main(*compose_run_config(overrides))
         except Exception as exc:
             raise RunFailed(describe_failure(exc)) from exc
         finally:

@@ -16,7 +16,7 @@ import sys
 import hydra
 from omegaconf import OmegaConf
 
-from .preflight import check_algorithm_config, dry_run, preflight
+from .preflight import GPU_MEMORY_ENV, check_algorithm_config, dry_run, preflight
 from .refusal import DEBUG_ENV, refusals
 
 # `--dry-run` (or MASPO_VERL_DRY_RUN=1): compose, check and build the configs, print, stop.
@@ -33,15 +33,17 @@ def use_cpu_platform_if_asked(config) -> None:
             os.environ.setdefault(key, value)
 
 
-def prepare(config) -> None:
-    """Everything done on the driver before verl takes over: checks, resolution, platform."""
+def prepare(config) -> dict:
+    """Everything done on the driver before verl takes over: checks, resolution, platform.
+    Returns the environment every Ray worker gets (a tracker's key; never printed)."""
     import maspo_verl
 
     maspo_verl.register()
     check_algorithm_config(config)
-    preflight(config)
+    worker_env = preflight(config)["worker_env"]
     OmegaConf.resolve(config)
     use_cpu_platform_if_asked(config)
+    return worker_env
 
 
 @hydra.main(config_path="pkg://maspo_verl_configs", config_name="maspo_trainer", version_base=None)
@@ -55,20 +57,38 @@ def main(config):
             OmegaConf.resolve(config)
             dry_run(config)
             return
-        prepare(config)
+        worker_env = prepare(config)
 
     from .compat import run_verl_main
 
-    run_verl_main(config)
+    # verl's own validate_config runs first, on the driver: a config class's refusal of a value
+    # is one too (only that: whatever else fails in the run keeps its traceback)
+    with refusals(COMMAND, kinds=()):
+        run_verl_main(config, worker_env)
+
+
+def _take_flag_value(flag: str) -> str | None:
+    """Remove `--flag VALUE` or `--flag=VALUE` from sys.argv and return VALUE (None if absent)."""
+    for index, arg in enumerate(sys.argv):
+        if arg == flag and index + 1 < len(sys.argv):
+            del sys.argv[index]
+            return sys.argv.pop(index)
+        if arg.startswith(flag + "="):
+            return sys.argv.pop(index).split("=", 1)[1]
+    return None
 
 
 def cli() -> None:
     """`python -m maspo_verl.main_ppo` and `maspo-verl-train`: Hydra rejects unknown flags, so
-    `--dry-run` and `--debug` become their environment switches first."""
+    `--dry-run`, `--debug` and `--gpu-memory-gb N` (the card the memory estimate checks against)
+    become their environment switches first."""
     for flag, env in (("--dry-run", DRY_RUN_ENV), ("--debug", DEBUG_ENV)):
         if flag in sys.argv:
             sys.argv.remove(flag)
             os.environ[env] = "1"
+    gpu_memory = _take_flag_value("--gpu-memory-gb")
+    if gpu_memory is not None:
+        os.environ[GPU_MEMORY_ENV] = gpu_memory
     main()
 
 

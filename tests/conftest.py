@@ -45,6 +45,16 @@ DAPO_OVERRIDES = ["algorithm=dapo", "actor_rollout_ref.rollout.n=2", "actor_roll
 # grpo checkpoint that the evaluator's test reads) run on the same pytest-xdist worker.
 SHARED_GROUPS = {"test_e2e_kit.py": "kit_session", "test_eval_e2e.py": "kit_session"}
 
+# a key of wandb's shape for tests of runs that log to wandb (the paper recipes do); not a real one
+FAKE_WANDB_KEY = "fake0wandb0key0for0the0preflight0tests00"
+
+
+@pytest.fixture()
+def wandb_key(monkeypatch):
+    """This machine as if `export WANDB_API_KEY=...` had been run (maspo_verl/preflight/trackers.py)."""
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_WANDB_KEY)
+    return FAKE_WANDB_KEY
+
 
 def pytest_collection_modifyitems(config, items):
     """GPU tests are skipped cleanly, with a reason, on machines without CUDA (CI). Under

@@ -514,10 +514,14 @@ def test_the_plan_estimates_gpu_hours_from_the_recipes_sizes(tmp_path, monkeypat
 def test_the_cli_plans_without_running_and_refuses_a_plan_of_the_kit(tmp_path):
     env = dict(os.environ, MASPO_DATA_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "-m", "maspo_verl.bench", "--recipe", "paper_1p5b", "--presets",
-                             "grpo,maspo", "--seeds", "0", "--plan", "--out", str(tmp_path / "out")],
-                            capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+                             "grpo,maspo", "--seeds", "0", "--plan", "--out", str(tmp_path / "out"),
+                             "--gpu-memory-gb", "40"], capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "paper_1p5b/maspo/seed0" in result.stdout and "GPU-hours" in result.stdout
+    # each run's memory estimate on the card named: the 1.5B recipe without offload, 91% of 40 GiB
+    assert result.stdout.count("memory     per GPU of 40.0 GiB (named)") == 2
+    assert "memory     rollout and weight sync: 36.5 GiB (91%)" in result.stdout
+    assert "memory     WARNING the rollout and weight sync needs about 36.5 GiB" in result.stdout
     assert "total:" in result.stdout and not (tmp_path / "out").exists()
     refused = subprocess.run([sys.executable, "-m", "maspo_verl.bench", "--plan"], capture_output=True, text=True,
                              timeout=120)  # fmt: skip

@@ -33,6 +33,9 @@ RECIPES = sorted(path.stem for path in (ROOT / "configs" / "recipe").glob("paper
 PRESETS = sorted(path.stem for path in (ROOT / "configs" / "algorithm").glob("*.yaml") if path.stem[0] != "_")
 ATTENTION = "actor_rollout_ref.model.override_config.attn_implementation"
 
+# the recipes log to wandb; preflight refuses that on a machine without a key
+pytestmark = pytest.mark.usefixtures("wandb_key")
+
 
 @functools.cache
 def _composed(overrides: tuple):

@@ -15,17 +15,22 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import verl  # noqa: F401  (imports our plugin)
+from conftest import FAKE_WANDB_KEY
 from fixtures import math_sources as fx
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
 from maspo_verl.preflight import check_batch_sizes, check_data, dry_run, preflight
+from verl_config import leaves
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "examples" / "paper"
 SCRIPTS = sorted(PAPER.glob("paper_*.sh"))
 SIZES = {"paper_1p5b": "1.5B", "paper_7b": "7B", "paper_14b": "14B"}
 TABLE_METHODS = {"grpo", "clip_higher", "dac", "entropy_adv", "bapo", "sapo", "maspo", "dapo"}
+
+# the recipes log to wandb; preflight refuses that on a machine without a key
+pytestmark = pytest.mark.usefixtures("wandb_key")
 
 
 def _script_choice(script: Path) -> tuple[str, str]:
@@ -73,6 +78,10 @@ def test_every_recipe_dry_runs(script, data_dir, capsys):
     config = _compose(overrides)
     text = dry_run(config)
     assert "checks passed" in text
+    # the values the run uses, and the memory estimate per GPU (of an 80 GiB card: no CUDA here)
+    assert "grad clip 1.0 (actor.optim.clip_grad)" in text and re.search(r"max_model_len (10240|22528),", text)
+    assert re.search(r"memory +rollout and weight sync: \d+\.\d GiB \(8\d%\)", text), text
+    assert "trackers           wandb: key from $WANDB_API_KEY" in text and FAKE_WANDB_KEY not in text
     assert config.data.train_files == f"{data_dir}/dapo_math_17k.parquet"
     assert [Path(path).stem for path in config.data.val_files] == [
         "aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench"
@@ -112,6 +121,32 @@ def test_recipe_and_preset_compose_in_either_order_on_stock_verl(data_dir):
     second = stock("+algorithm=clip_higher", "+recipe=paper_7b")
     assert OmegaConf.to_container(first) == OmegaConf.to_container(second)
     assert first.actor_rollout_ref.actor.clip_ratio_high == 0.28 and first.data.train_batch_size == 512
+
+
+FIRST_LAUNCH_CHANGES = {
+    "trainer.total_training_steps": 2,
+    "trainer.val_before_train": False,
+    "trainer.test_freq": 2,
+    "trainer.resume_mode": "disable",
+    "trainer.experiment_name": "paper_7b_maspo_first_launch",
+    "trainer.default_local_dir": "checkpoints/${trainer.project_name}/first_launch/${trainer.experiment_name}",
+    "data.val_max_samples": 32,
+    "actor_rollout_ref.rollout.val_kwargs.n": 2,
+}
+
+
+def test_the_first_launch_is_the_recipe_with_two_steps_and_one_small_validation(data_dir):
+    """FIRST_LAUNCH=1 (+launch=first) changes exactly these keys of the recipe, and dry-runs."""
+    script = PAPER / "paper_7b_maspo.sh"
+    items = _overrides(script, data_dir, FIRST_LAUNCH="1")
+    assert "+launch=first" in items
+    full = leaves(OmegaConf.to_container(_compose(_overrides(script, data_dir), resolve=False)))
+    first = leaves(OmegaConf.to_container(_compose(items, resolve=False)))
+    changed = {key: first.get(key) for key in full.keys() | first.keys() if full.get(key) != first.get(key)}
+    assert changed == FIRST_LAUNCH_CHANGES
+    assert "checks passed" in dry_run(_compose(items))
+    elsewhere = _compose(_overrides(script, data_dir, FIRST_LAUNCH="1", CKPT_DIR="/ckpt/run"))
+    assert elsewhere.trainer.default_local_dir == "/ckpt/run_first_launch"
 
 
 def test_env_overrides_and_amc_choice(data_dir):

@@ -8,13 +8,13 @@ Each run composes a paper recipe and a method with ONE overlay, `+kit=recipe_cpu
 against the composed configs of every recipe, so the list stays exactly what these runs do not prove.
 
 Everything else runs as a GPU user runs it: remove-padding, dynamic micro-batches under a token
-budget, gradient checkpointing, the 14B recipe's offload flags, rollout log-probs, the learning
+budget, gradient checkpointing, the 7B and 14B recipes' offload flags, rollout log-probs, the learning
 rate and its warm-up, validation, checkpoints, and verl's own replay buffer (with DAPO's group
 filter). The runs add what the recipes leave at verl's defaults: rollout correction's token-level
 importance weights (every run) and FSDP2's CPU offload policy (the bapo run).
 
-After the overlay the three recipes differ only in the 14B recipe's offload flags (and its
-sequence parallelism, which the overlay must turn off), so the runs use `paper_14b`, and the
+After the overlay the three recipes differ only in the offload flags of the 7B and 14B recipes (and
+the 14B recipe's sequence parallelism, which the overlay must turn off), so the runs use `paper_14b`, and the
 other two are checked by composition. They go through `python -m maspo_verl.bench --recipe`, the
 command GPU users run: one Ray session, a dry run of every run first, each final checkpoint
 through the evaluator, the summary with paired differences and the paper-style table. The same
@@ -42,6 +42,7 @@ from omegaconf import OmegaConf
 
 from maspo_verl.bench.summary import read_steps
 from maspo_verl.launch import REWARD
+from verl_config import leaves
 
 TESTS = Path(__file__).resolve().parent
 DOC = TESTS.parent / "docs" / "recipes-on-cpu.md"
@@ -62,9 +63,12 @@ OFFLOAD_POLICY = (
 # per step, 4 per update, keep the other runs' 16 answers per step and 4 per rank per update
 DAPO_PAIRS = ("dapo_groups_of_2=dapo actor_rollout_ref.rollout.n=2 data.train_batch_size=8 "
               "actor_rollout_ref.actor.ppo_mini_batch_size=4")  # fmt: skip
+# the first-launch mode (configs/launch/first.yaml) of MASPO, the paper's method
+FIRST_LAUNCH = "first_launch"
+FIRST_LAUNCH_VARIANT = f"{FIRST_LAUNCH}=maspo +launch=first"
 # the sweep: recipe x these labels x seed 0, with these overrides for every run
 SWEEP = ["--recipe", RECIPE, "--presets", "grpo,sapo", "--variant", DAPO_PAIRS, "--variant", OFFLOAD_POLICY,
-         "--seeds", "0", "--steps", str(STEPS), "--eval-k", "2", OVERLAY,
+         "--variant", FIRST_LAUNCH_VARIANT, "--seeds", "0", "--steps", str(STEPS), "--eval-k", "2", OVERLAY,
          "algorithm.rollout_correction.rollout_is=token"]  # fmt: skip
 # label: (loss mode, clip_ratio_high) of its actor, how the probe's records (written by worker
 # processes that know nothing of the run) find their run
@@ -73,9 +77,11 @@ CASES = {
     "sapo": ("sapo", 0.2),
     "dapo_groups_of_2": ("vanilla", 0.28),
     "bapo_offload_policy": ("bapo", 0.2),
+    FIRST_LAUNCH: ("maspo", 0.2),
 }
 # the loss's own metrics (verl's sapo and vanilla log only verl's actor/pg_* ones)
-OWN_METRICS = {"bapo": "actor/bapo/", "sapo": "actor/pg_clipfrac", "vanilla": "actor/pg_clipfrac"}
+OWN_METRICS = {"bapo": "actor/bapo/", "maspo": "actor/maspo/", "sapo": "actor/pg_clipfrac",
+               "vanilla": "actor/pg_clipfrac"}  # fmt: skip
 
 # ----------------------------------------------------------------------------- the overlay, no trainer
 
@@ -88,15 +94,6 @@ def _compose(*overrides):
         return compose("maspo_trainer", overrides=list(overrides))
 
 
-def _leaves(node, prefix="") -> dict:
-    if isinstance(node, dict):
-        found = {}
-        for key, value in node.items():
-            found.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-        return found
-    return {prefix: node}
-
-
 def documented_keys() -> set[str]:
     """The keys in the first column of docs/recipes-on-cpu.md's table of what the overlay touches."""
     section = DOC.read_text().split(f"\n{KEYS_SECTION}\n")[1].split("\n## ")[0]
@@ -106,8 +103,8 @@ def documented_keys() -> set[str]:
 
 def touched_keys(recipe: str, method: str) -> dict:
     """{key: (recipe value, overlay value)} for every leaf the overlay changes (unresolved)."""
-    plain = _leaves(OmegaConf.to_container(_compose(f"recipe={recipe}", f"algorithm={method}")))
-    overlaid = _leaves(OmegaConf.to_container(_compose(f"recipe={recipe}", f"algorithm={method}", OVERLAY)))
+    plain = leaves(OmegaConf.to_container(_compose(f"recipe={recipe}", f"algorithm={method}")))
+    overlaid = leaves(OmegaConf.to_container(_compose(f"recipe={recipe}", f"algorithm={method}", OVERLAY)))
     absent = "<absent>"
     return {
         key: (plain.get(key, absent), overlaid.get(key, absent))
@@ -150,7 +147,7 @@ def test_the_overlay_keeps_what_the_gpu_runs_rely_on(recipe):
     assert actor.optim.lr == 1e-6 and actor.optim.lr_warmup_steps == 10
     assert config.trainer.v1.sampler.custom_sampler.path is None  # verl's own ReplayBuffer
     assert config.algorithm.filter_groups.enable
-    offload = recipe == "paper_14b"
+    offload = recipe != "paper_1p5b"  # the 7B recipe's from its memory estimate, the 14B recipe's from DAPO's
     assert actor.fsdp_config.param_offload is offload and actor.fsdp_config.optimizer_offload is offload
 
 
@@ -204,7 +201,8 @@ def case_steps(recipe_sweep, label) -> dict:
 @pytest.mark.parametrize("label", CASES)
 def test_each_run_trains_validates_and_checkpoints(recipe_sweep, label):
     steps = case_steps(recipe_sweep, label)
-    assert sorted(steps) == list(range(STEPS + 1)), sorted(steps)  # 0: validation before training
+    # 0: validation before training, which the first launch skips
+    assert sorted(steps) == list(range(label == FIRST_LAUNCH, STEPS + 1)), sorted(steps)
     for step in range(1, STEPS + 1):
         data = steps[step]
         assert (
@@ -253,6 +251,19 @@ def test_micro_batches_are_dynamic_packed_and_uneven_on_both_ranks(recipe_sweep,
     for record in micro:
         by_rank[record["rank"]].append(record["tokens"])
     assert by_rank[0] != by_rank[1]
+
+
+@pytest.mark.e2e
+def test_the_first_launch_validates_a_few_problems_twice_at_its_last_step_only(recipe_sweep):
+    """+launch=first: no validation before training, one at step 2 of 32 problems x 2 samples (the
+    recipe's other runs validate 16 x 2, the CPU overlay's val_max_samples, before and after)."""
+    generations = {label: recipe_sweep[0][label].folder / "checkpoints" / "validation_generations"
+                   for label in ("grpo", FIRST_LAUNCH)}  # fmt: skip
+    assert sorted(path.name for path in generations["grpo"].glob("*.jsonl")) == ["0.jsonl", f"{STEPS}.jsonl"]
+    assert sorted(path.name for path in generations[FIRST_LAUNCH].glob("*.jsonl")) == [f"{STEPS}.jsonl"]
+    rows = [json.loads(line) for line in (generations[FIRST_LAUNCH] / f"{STEPS}.jsonl").read_text().splitlines()]
+    assert len(rows) == 32 * 2 and len({row["input"] for row in rows}) == 32
+    assert any(key.endswith("/acc/mean@2") for key in case_steps(recipe_sweep, FIRST_LAUNCH)[STEPS])
 
 
 @pytest.mark.e2e

@@ -14,7 +14,8 @@
 #   within \boxed{}.", one user message, no system prompt); prepare the data first:
 #     python -m maspo_verl.data prepare all --out ~/data/maspo_verl
 # Environment: MASPO_DATA_DIR, AMC (amc23|amc83), MODEL_PATH, NNODES, GPUS_PER_NODE, CKPT_DIR,
-# PROJECT_NAME, EXPERIMENT_NAME, LOGGERS, DRY_RUN=1 (see run.sh). Extra arguments are Hydra overrides.
+# PROJECT_NAME, EXPERIMENT_NAME, LOGGERS, DRY_RUN=1, FIRST_LAUNCH=1, GPU_MEMORY_GB (see run.sh). Extra arguments are Hydra overrides.
 # Check before paying for GPUs:  DRY_RUN=1 bash examples/paper/paper_1p5b_maspo.sh
+# First on the GPUs (2 steps, a small validation):  FIRST_LAUNCH=1 bash examples/paper/paper_1p5b_maspo.sh
 set -euo pipefail
 RECIPE=paper_1p5b ALGORITHM=maspo exec bash "$(dirname "${BASH_SOURCE[0]}")/run.sh" "$@"

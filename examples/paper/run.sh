@@ -20,6 +20,10 @@
 #   EXPERIMENT_NAME  tracker run name             [<recipe>_<algorithm>]
 #   LOGGERS          comma-separated trackers     [console,wandb]   (e.g. console,tensorboard)
 #   DRY_RUN=1        compose, check data and batch sizes, build verl's configs, print; no GPU
+#   FIRST_LAUNCH=1   the first launch on GPUs (+launch=first): 2 training steps, no validation before
+#                    training, one small validation at the end (32 problems x 2 samples); the run is
+#                    named <experiment>_first_launch, its checkpoints go to their own folder
+#   GPU_MEMORY_GB    the GPUs' memory in GiB, for the memory estimate   [the driver's GPU, else 80]
 # Multi-node: start Ray first (`ray start --head` on the head node, `ray start --address=<head>:6379`
 # on the others, every node with this package installed), then run the recipe on the head node
 # with NNODES set; verl's ray.init() joins the running cluster.
@@ -39,6 +43,12 @@ DATA_DIR="${MASPO_DATA_DIR:-$HOME/data/maspo_verl}"
 AMC="${AMC:-amc23}"
 case "$AMC" in amc23|amc83) ;; *) echo "AMC=$AMC is not allowed: use amc23 (40 problems) or amc83 (83)" >&2; exit 2;; esac
 RUN_NAME="${EXPERIMENT_NAME:-${RECIPE}_${ALGORITHM}}"
+LAUNCH=()
+if [[ "${FIRST_LAUNCH:-0}" == "1" ]]; then
+  RUN_NAME="${RUN_NAME}_first_launch"
+  LAUNCH=("+launch=first")
+  [[ -n "${CKPT_DIR:-}" ]] && CKPT_DIR="${CKPT_DIR}_first_launch"
+fi
 PROJECT="${PROJECT_NAME:-maspo_verl_paper}"
 LOGGER_LIST="[$(echo "${LOGGERS:-console,wandb}" | sed 's/[^,][^,]*/"&"/g')]"
 
@@ -59,7 +69,7 @@ OVERRIDES=(
 if [[ "$ALGORITHM" == maspo* && "$RECIPE" == "paper_1p5b" ]]; then
   OVERRIDES+=("actor_rollout_ref.actor.policy_loss.alpha=0.5")
 fi
-OVERRIDES+=(${ARGS[@]+"${ARGS[@]}"})
+OVERRIDES+=(${LAUNCH[@]+"${LAUNCH[@]}"} ${ARGS[@]+"${ARGS[@]}"})
 
 if [[ "${MASPO_PRINT_OVERRIDES:-0}" == "1" ]]; then  # for tests: the exact override list
   printf '%s\n' "${OVERRIDES[@]}"
@@ -67,7 +77,7 @@ if [[ "${MASPO_PRINT_OVERRIDES:-0}" == "1" ]]; then  # for tests: the exact over
 fi
 
 PYTHON="${PYTHON:-python}"
-if [[ -n "$DRY" ]]; then
-  exec "$PYTHON" -m maspo_verl.main_ppo --dry-run "${OVERRIDES[@]}"
-fi
-exec "$PYTHON" -m maspo_verl.main_ppo "${OVERRIDES[@]}"
+FLAGS=()
+[[ -n "$DRY" ]] && FLAGS+=("--dry-run")
+[[ -n "${GPU_MEMORY_GB:-}" ]] && FLAGS+=("--gpu-memory-gb" "${GPU_MEMORY_GB}")
+exec "$PYTHON" -m maspo_verl.main_ppo ${FLAGS[@]+"${FLAGS[@]}"} "${OVERRIDES[@]}"

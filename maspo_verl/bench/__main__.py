@@ -6,7 +6,7 @@
     python -m maspo_verl.bench --report-only                     # tables and plots from finished runs
 
     python -m maspo_verl.bench --recipe paper_1p5b --presets grpo,dapo,maspo --seeds 0,1,2 [overrides ...]
-    python -m maspo_verl.bench --recipe paper_1p5b ... --plan      # the runs, their configs and GPU-hours; runs nothing
+    python -m maspo_verl.bench --recipe paper_1p5b ... --plan      # the runs, their configs, memory and GPU-hours; runs nothing
     python -m maspo_verl.bench --recipe paper_1p5b ... --dry-run   # preflight every run before any starts
 
 Writes `<out>/<regime or recipe>/<preset>/seed<k>/` per run (verl's metrics JSONL, the final model,
@@ -24,11 +24,13 @@ comparisons and at the end of the output says which): none of its comparisons is
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from hydra.errors import ConfigCompositionException
 
+from ..preflight.memory import GPU_MEMORY_ENV
 from ..refusal import REFUSALS, debugging, refuse
 from .plan import dry_run, print_plan
 from .plots import plot_regime
@@ -91,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--throughput", type=float, default=1000.0,
                         help="--plan's assumption: tokens per second per GPU over a whole step (verl logs it as "
                              "perf/throughput; default 1000)")  # fmt: skip
+    recipe.add_argument("--gpu-memory-gb", type=float, default=None,
+                        help="the GPU memory (GiB) the per-GPU memory estimate checks against (default: this "
+                             "machine's GPU, else 80)")  # fmt: skip
     recipe.add_argument("--fill", type=float, default=0.5,
                         help="--plan's assumption: mean sequence (prompt + response) as a share of the maximum "
                              "lengths (default 0.5)")  # fmt: skip
@@ -152,6 +157,8 @@ def exit_status(summary: dict) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.gpu_memory_gb is not None:  # read by every run's preflight (maspo_verl/preflight/memory.py)
+        os.environ[GPU_MEMORY_ENV] = str(args.gpu_memory_gb)
     try:  # the sweep's input, and with --plan every run's config: refused before anything runs
         specs = build_specs(args)
         if args.workers is not None and args.workers < 1:

@@ -1,7 +1,9 @@
 """Before a sweep spends GPU-hours: what it will run and cost (`--plan`), and whether every run
 passes the checks verl would otherwise fail in the middle of the sweep (`--dry-run`).
 
-`--plan` estimates from the recipe's sizes, with two stated assumptions the user can change:
+`--plan` prints each run's memory estimate per GPU (maspo_verl/preflight/memory.py, for the card
+`--gpu-memory-gb` names) and estimates its cost from the recipe's sizes, with two stated
+assumptions the user can change:
 - the mean sequence (prompt + response) is `fill` of the maximum lengths;
 - the cluster processes `throughput` tokens per second per GPU over a whole training step
   (generation, log-probs and update: what verl logs as `perf/throughput`; read it off the first
@@ -84,9 +86,21 @@ def print_plan(specs: list, throughput: float, fill: float, out: Path = Path("ou
             f"  lengths    prompt {config.data.max_prompt_length}, response {config.data.max_response_length}; "
             f"{held_out}\n"
             f"  estimate   {cost['gpu_hours']:.1f} GPU-hours on {cost['gpus']} GPUs = {cost['wall_hours']:.1f} h")  # fmt: skip
+        log("\n".join(f"  memory     {line}" for line in memory_lines(config)))
     log(f"\ntotal: {total:.1f} GPU-hours for {len(specs)} runs, one after another"
         + (" (validation and evaluation not counted where their files are missing)" if missing else ""))  # fmt: skip
     return total
+
+
+def memory_lines(config) -> list[str]:
+    """The run's memory estimate per GPU (maspo_verl/preflight/memory.py), its warning or its refusal."""
+    from ..preflight.memory import check_memory
+
+    try:
+        lines, warnings = check_memory(config)
+    except ValueError as error:
+        return [f"WOULD BE REFUSED: {error}"]
+    return lines + [f"WARNING {warning}" for warning in warnings]
 
 
 def dry_run(specs: list, out: Path, log=print) -> int:

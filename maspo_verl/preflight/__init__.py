@@ -3,6 +3,9 @@
 `preflight(config)` (called by `maspo_verl.main_ppo` before handing over to verl) runs the
 steps of `steps.STEPS`, one module per family of checks:
 
+- `keys`: no setting of the actor, rollout, ref or trainer sections is one the installed verl
+  would silently ignore (a key it has no field for, or one it reads nowhere), named with the key
+  verl does read;
 - `agent_loop`: the small-run agent-loop manager (the kit's) runs with verl's synchronous trainer
   and a rule-based reward; no reward worker (`reward.num_workers: 0`) only with that manager;
 - `algorithm`: the trainer is verl's v1 trainer (`trainer.use_v1=false`, verl's legacy trainer,
@@ -14,8 +17,14 @@ steps of `steps.STEPS`, one module per family of checks:
   function (if any) can be loaded and reads the answer format of each file's prompt template;
 - `batch_sizes`: batch sizes divide as verl requires for `trainer.nnodes x trainer.n_gpus_per_node`
   GPUs (static micro-batches, dynamic micro-batches, rollout replicas);
+- `rollout`: the vLLM server's context length holds prompt + response, and chunked prefill is
+  off only when a whole prompt fits in one batch;
 - `parallelism`: Ulysses sequence parallelism > 1 runs with flash attention, the only attention
   verl patches it into; on a CUDA run, the package of the attention implementation is installed;
+- `memory`: the estimate per GPU (the actor's parameters, gradients and optimizer states,
+  sharded or offloaded, vLLM's share, the peak at the weight sync) fits the card; above 90% it
+  warns;
+- `trackers`: a wandb run has a key (`WANDB_API_KEY` or a login), which every Ray worker gets;
 - `caveats`: settings that run but not as a reader would expect raise a `PreflightWarning`
   (shown on the driver, listed by the dry run): a trust region that cannot act (one update per
   rollout, the ratio is 1 at every token), and BAPO choosing its bounds per micro-batch;
@@ -34,6 +43,10 @@ from .agent_loop import check_agent_loop
 from .algorithm import check_algorithm_config, check_trainer
 from .batch_sizes import check_batch_sizes, check_dynamic_batch, check_rollout_replicas, check_static_batch
 from .caveats import PreflightWarning, bapo_micro_batch_warnings, preflight_warnings, trust_region_warnings
+from .keys import check_ignored_keys
+from .memory import GPU_MEMORY_ENV, check_memory
+from .rollout import check_rollout_lengths
+from .trackers import check_trackers
 from .data import REMOTE_PREFIXES, check_data, check_data_file, check_data_templates, check_reward_function
 from .parallelism import (
     ATTENTION_PACKAGES,
@@ -51,7 +64,12 @@ from .rehearsal import build_dataclasses, describe, dry_run
 from .steps import STEPS, preflight
 
 __all__ = [
+    "GPU_MEMORY_ENV",
     "check_agent_loop",
+    "check_ignored_keys",
+    "check_memory",
+    "check_rollout_lengths",
+    "check_trackers",
     "ATTENTION_PACKAGES",
     "DEFAULT_ATTENTION",
     "FLASH_ATTN_INSTALL",

@@ -81,14 +81,14 @@ def bapo_micro_batch_warnings(config, dp: int) -> list[str]:
     ]
 
 
-def preflight_warnings(config, dp: int, stacklevel: int = 3) -> list[str]:
-    """Every warning, each also raised as a PreflightWarning (shown on the driver before Ray,
-    attributed to the caller of preflight)."""
-    messages = trust_region_warnings(config) + bapo_micro_batch_warnings(config, dp)
+def preflight_warnings(config, dp: int, more: list[str] = (), stacklevel: int = 3) -> list[str]:
+    """Every warning (and `more`, other families' warnings), each also raised as a PreflightWarning
+    (shown on the driver before Ray, attributed to the caller of preflight)."""
+    messages = trust_region_warnings(config) + bapo_micro_batch_warnings(config, dp) + list(more)
     for message in messages:
         warnings.warn(message, PreflightWarning, stacklevel=stacklevel)
     return messages
 
 
 def warnings_step(config, found: dict, dry_run: bool) -> dict:
-    return {"warnings": preflight_warnings(config, found["dp"], stacklevel=4)}
+    return {"warnings": preflight_warnings(config, found["dp"], found.get("memory_warnings", ()), stacklevel=4)}

@@ -114,8 +114,12 @@ def describe(config, summary: dict, built: dict) -> str:
         f"-> {summary['updates_per_step']} updates per step, ppo_epochs {actor.ppo_epochs}, dynamic bsz {actor.use_dynamic_bsz}",
         f"lengths            prompt {config.data.max_prompt_length}, response {config.data.max_response_length}",
         f"optimiser          lr {actor.optim.lr}, warmup steps {actor.optim.get('lr_warmup_steps')}, "
-        f"weight decay {actor.optim.get('weight_decay')}, grad clip {actor.get('grad_clip')}",
-        f"rollout            {rollout.name}, temperature {rollout.temperature}, top_p {rollout.top_p}",
+        f"weight decay {actor.optim.get('weight_decay')}, grad clip {actor.optim.get('clip_grad')} (actor.optim.clip_grad)",
+        f"rollout            {rollout.name}, temperature {rollout.temperature}, top_p {rollout.top_p}, "
+        f"max_model_len {rollout.get('max_model_len')}, gpu_memory_utilization {rollout.gpu_memory_utilization}, "
+        f"chunked prefill {rollout.enable_chunked_prefill} (max_num_batched_tokens {rollout.max_num_batched_tokens})",
+        f"offload            actor params {(actor.get('fsdp_config') or {}).get('param_offload')}, optimizer "
+        f"{(actor.get('fsdp_config') or {}).get('optimizer_offload')}",
         f"validation         n={rollout.val_kwargs.n}, temperature {rollout.val_kwargs.temperature}, "
         f"top_p {rollout.val_kwargs.top_p}, every {config.trainer.test_freq} steps",
         f"reward             manager {config.reward.reward_manager.name}, function "
@@ -128,6 +132,8 @@ def describe(config, summary: dict, built: dict) -> str:
     for path, rows in summary["rows"].items():
         lines.append(f"data               {path}: {rows if rows >= 0 else 'remote, not checked'} rows")
     lines += [f"attention          {line}" for line in summary["attention"]]
+    lines += [f"memory             {line}" for line in summary["memory"]]
+    lines += [f"trackers           {line}" for line in summary["trackers"]]
     lines += [f"WARNING            {message}" for message in summary["warnings"]]
     lines.append("built              " + ", ".join(name for name, value in built.items() if value is not None))
     if "model" not in built:
