@@ -122,9 +122,11 @@ def test_one_step_of_every_other_preset(preset, one_step_runs):
     loss_mode, prefix = preset_loss(preset)
     if prefix is not None:
         assert any(key.startswith(prefix) for key in data), (prefix, sorted(data))
-    # no other loss's metrics: the preset's loss ran, not a neighbour's
+    # no other loss's metrics: the preset's loss ran, not a neighbour's (pg_weight and ratio are
+    # measured by the hook around every loss, maspo_verl/loss_metrics.py)
     groups = {key.split("/")[1] for key in data if key.startswith("actor/") and key.count("/") >= 2}
-    assert groups <= {loss_mode, "shaper", "perf"}, groups
+    assert groups <= {loss_mode, "shaper", "perf", "pg_weight", "ratio"}, groups
+    assert {"pg_weight", "ratio"} <= groups, groups
 
 
 def test_the_rollout_samples_the_policy_being_trained(one_step_runs):

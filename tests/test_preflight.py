@@ -25,7 +25,7 @@ from omegaconf import OmegaConf, open_dict
 
 from maspo_verl import preflight as pf
 from maspo_verl.algos import LOSSES
-from maspo_verl.bench.sweep import KIT_PRESETS, REGIMES, plan_kit
+from maspo_verl.bench.sweep import CONTROLS, KIT_PRESETS, REGIMES, plan_kit
 
 ROOT = Path(__file__).resolve().parents[1]
 KITS = sorted(path.stem for path in (ROOT / "configs" / "kit").glob("*.yaml"))
@@ -321,7 +321,7 @@ def test_no_kit_bench_regime_or_recipe_leaves_the_trust_region_idle(name, overri
 
 def test_the_bench_regimes_are_composed_on_the_bench_kits():
     bench = [(name, overrides) for name, overrides in SHIPPED if name.startswith("bench")]
-    assert len(bench) == len(KIT_PRESETS) * len(REGIMES) * 3
+    assert len(bench) == len(KIT_PRESETS) * len(REGIMES) * (1 + len(CONTROLS))  # grpo and each control
     assert all(f"+kit={KIT_PRESETS[name.split()[1]]}" in overrides for name, overrides in bench)
 
 
@@ -396,7 +396,7 @@ def test_the_dry_run_prints_every_setting_of_the_loss_that_runs(preset):
 
     config = _compose(*PAPER_7B[:1], f"algorithm={preset}", changes={"actor_rollout_ref.actor.clip_ratio_c": 4.5})
     summary = {"n_gpus": 8, "dp": 8, "rollout_replicas": 8, "updates_per_step": 16, "rows": {}, "attention": [],
-               "warnings": []}  # fmt: skip
+               "memory": [], "trackers": [], "warnings": []}  # fmt: skip
     lines = [line for line in pf.describe(config, summary, built={}).splitlines() if line.startswith(f"{preset} ")]
     spec = next((spec for spec in LOSSES if spec.name == preset), None)
     if spec is None:

@@ -43,11 +43,9 @@ from .agent_loop import check_agent_loop
 from .algorithm import check_algorithm_config, check_trainer
 from .batch_sizes import check_batch_sizes, check_dynamic_batch, check_rollout_replicas, check_static_batch
 from .caveats import PreflightWarning, bapo_micro_batch_warnings, preflight_warnings, trust_region_warnings
+from .data import REMOTE_PREFIXES, check_data, check_data_file, check_data_templates, check_reward_function
 from .keys import check_ignored_keys
 from .memory import GPU_MEMORY_ENV, check_memory
-from .rollout import check_rollout_lengths
-from .trackers import check_trackers
-from .data import REMOTE_PREFIXES, check_data, check_data_file, check_data_templates, check_reward_function
 from .parallelism import (
     ATTENTION_PACKAGES,
     DEFAULT_ATTENTION,
@@ -61,7 +59,9 @@ from .parallelism import (
     ulysses_size,
 )
 from .rehearsal import build_dataclasses, describe, dry_run
+from .rollout import check_rollout_lengths
 from .steps import STEPS, preflight
+from .trackers import check_trackers
 
 __all__ = [
     "GPU_MEMORY_ENV",
