@@ -59,7 +59,10 @@ def main(config):
 
     from .compat import run_verl_main
 
-    run_verl_main(config)
+    # verl's own validate_config runs first, on the driver: a config class's refusal of a value
+    # is one too (only that: whatever else fails in the run keeps its traceback)
+    with refusals(COMMAND, kinds=()):
+        run_verl_main(config)
 
 
 def cli() -> None:

@@ -27,7 +27,7 @@ NO_VERL = (
 # matches a module places it, and every module of the package must be placed. The package
 # itself (`maspo_verl`, whose `register()` loads everything) matches only its own __init__.
 LAYERS = [
-    ("pure: torch and the standard library",
+    ("pure: nothing of verl's or ours above it",
      ["maspo_verl.algos", "maspo_verl.padding", "maspo_verl.dp_sync", "maspo_verl.refusal"]),
     ("verl's internals, the advantage shapers, the CPU platform",
      ["maspo_verl.compat", "maspo_verl.shaping", "maspo_verl.cpu_platform"]),
