@@ -7,8 +7,9 @@
   ``DACPolicyLossConfig``, ``BAPOPolicyLossConfig``). Select one in Hydra with
   ``actor_rollout_ref.actor.policy_loss._target_=maspo_verl.config.<Class>`` (the presets do this).
 
-verl instantiates the class inside ``validate_config``, so a bad value stops the run with a
-message naming the key, the value and the allowed range;
+verl instantiates the class on the driver inside ``validate_config``, before Ray or any GPU is
+touched, so a bad value stops the run there with a message naming the key, the value and the
+allowed range (``maspo_verl.refusal`` prints it as the refusal it is);
 ``maspo_verl.preflight.check_algorithm_config`` adds the checks that need the whole config.
 """
 

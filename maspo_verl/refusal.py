@@ -6,6 +6,10 @@ raised it would only bury that message, so the commands (`python -m maspo_verl.m
 the shell recipes, `bench`, `eval`, `data`) print `<command>: error: <message>` on stderr and
 exit with ``EXIT_REFUSED``. ``HYDRA_FULL_ERROR=1`` (Hydra's own switch) or ``--debug`` shows the
 traceback instead, for when the refusal itself looks wrong.
+
+verl builds every config dataclass through Hydra's ``instantiate``, which wraps the ValueError of
+a config class (``maspo_verl.config``: a setting out of its range) in an
+``InstantiationException``; the refusal is that cause.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
+
+from hydra.errors import InstantiationException
 
 EXIT_REFUSED = 2
 DEBUG_ENV = "HYDRA_FULL_ERROR"  # set to 1 (or pass --debug): tracebacks instead of bare refusals
@@ -30,12 +36,20 @@ def refuse(command: str, error: BaseException) -> int:
     return EXIT_REFUSED
 
 
+def config_refusal(error: BaseException) -> BaseException | None:
+    """The refusal of a config class that Hydra's instantiate wrapped, or None."""
+    cause = error.__cause__
+    return cause if isinstance(error, InstantiationException) and isinstance(cause, REFUSALS) else None
+
+
 @contextmanager
 def refusals(command: str, kinds: tuple = REFUSALS, debug: bool = False):
-    """Turn ``kinds`` raised inside the block into a refusal: the message, then exit status 2."""
+    """Turn ``kinds`` raised inside the block, and a config class's refusal, into a refusal: the
+    message, then exit status 2."""
     try:
         yield
-    except kinds as error:
-        if debugging(debug):
+    except Exception as error:
+        refusal = error if isinstance(error, kinds) else config_refusal(error)
+        if refusal is None or debugging(debug):
             raise
-        raise SystemExit(refuse(command, error)) from None
+        raise SystemExit(refuse(command, refusal)) from None

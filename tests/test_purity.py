@@ -27,8 +27,9 @@ NO_VERL = (
 # matches a module places it, and every module of the package must be placed. The package
 # itself (`maspo_verl`, whose `register()` loads everything) matches only its own __init__.
 LAYERS = [
-    ("pure: torch and the standard library",
-     ["maspo_verl.algos", "maspo_verl.padding", "maspo_verl.dp_sync", "maspo_verl.refusal", "maspo_verl.loss_metrics"]),
+    ("pure: nothing of verl's or ours above it",
+     ["maspo_verl.algos", "maspo_verl.padding", "maspo_verl.dp_sync", "maspo_verl.refusal",
+      "maspo_verl.loss_metrics"]),
     ("verl's internals, the advantage shapers, the CPU platform",
      ["maspo_verl.compat", "maspo_verl.shaping", "maspo_verl.cpu_platform"]),
     ("the one adapter: the ppo_loss hook, the loss functions, their config classes",

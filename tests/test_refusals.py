@@ -49,6 +49,30 @@ def test_main_ppo_refuses_before_ray_and_debug_shows_the_traceback():
     assert "trainer.use_v1=False is not allowed" in debug.stderr
 
 
+def test_a_value_a_config_class_refuses_is_a_refusal_too(capsys):
+    """verl builds the policy-loss config through Hydra's instantiate (in its validate_config, on
+    the driver before Ray, and in the dry run), which wraps the class's ValueError."""
+    from hydra.errors import InstantiationException
+
+    from maspo_verl.refusal import refusals
+    from verl_config import build_actor_config, compose_ours
+
+    config = compose_ours("algorithm=maspo", "actor_rollout_ref.actor.policy_loss.sigma_base=-1")
+    with pytest.raises(SystemExit) as exited, refusals("maspo_verl.main_ppo"):
+        build_actor_config(config)
+    assert exited.value.code == EXIT_REFUSED
+    assert capsys.readouterr().err == (
+        "maspo_verl.main_ppo: error: MASPO setting actor_rollout_ref.actor.policy_loss.sigma_base=-1 is not "
+        "allowed: it must be a finite number > 0.\n"
+    )
+    with pytest.raises(InstantiationException), refusals("maspo_verl.main_ppo", debug=True):
+        build_actor_config(config)
+    with pytest.raises(InstantiationException, match="no_such_class"), refusals("maspo_verl.main_ppo"):
+        build_actor_config(
+            compose_ours("algorithm=maspo", "actor_rollout_ref.actor.policy_loss._target_=no_such_class")
+        )
+
+
 def test_bench_refuses_a_misspelt_setting_of_a_recipe_sweep(capsys):
     from maspo_verl.bench.__main__ import main
 
