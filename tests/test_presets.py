@@ -54,10 +54,18 @@ CHANGES = {
     "cispo": {PL + "loss_mode": "cispo", ACTOR + "clip_ratio_low": 10.0},  # high stays 0.2
     # DPPO (2602.04879): the divergence threshold delta in clip_ratio_low/high (TV 0.15, binary KL
     # 0.05), the truncation of the detached ratio in clip_ratio_c, off (the authors' verl example)
-    "dppo_tv": {PL + "loss_mode": "dppo_tv", ACTOR + "clip_ratio_low": 0.15, ACTOR + "clip_ratio_high": 0.15,
-                ACTOR + "clip_ratio_c": 10000.0},
-    "dppo_kl": {PL + "loss_mode": "dppo_kl", ACTOR + "clip_ratio_low": 0.05, ACTOR + "clip_ratio_high": 0.05,
-                ACTOR + "clip_ratio_c": 10000.0},
+    "dppo_tv": {
+        PL + "loss_mode": "dppo_tv",
+        ACTOR + "clip_ratio_low": 0.15,
+        ACTOR + "clip_ratio_high": 0.15,
+        ACTOR + "clip_ratio_c": 10000.0,
+    },
+    "dppo_kl": {
+        PL + "loss_mode": "dppo_kl",
+        ACTOR + "clip_ratio_low": 0.05,
+        ACTOR + "clip_ratio_high": 0.05,
+        ACTOR + "clip_ratio_c": 10000.0,
+    },
     # GMPO (2507.20673, Sec. 4): log-space clip (e^-0.4, e^0.4)
     "geo_mean": {PL + "loss_mode": "geo_mean", ACTOR + "clip_ratio_low": 0.4, ACTOR + "clip_ratio_high": 0.4},
     # Clip-Cov / KL-Cov (2505.22617, the authors' 7B scripts): PPO's clip widened to 1 for Clip-Cov
