@@ -1,6 +1,8 @@
 """Checks that run on the driver before Ray starts, and the `--dry-run` of the paper recipes.
 
 `preflight(config)` (called by `maspo_verl.main_ppo` before handing over to verl):
+  - the preset's loss is registered with the installed verl, the recipe sets no key the preset
+    sets, and verl's rollout correction gets the rollout's log-probs (`maspo_verl/preset_checks.py`);
   - the trainer is verl's v1 trainer (`trainer.use_v1=false`, verl's legacy trainer, is refused);
   - every train/val file exists, is a readable parquet file and has the columns verl reads
     (`data.prompt_key` as chat messages, `data.reward_fn_key`, `reward_model.ground_truth`);
@@ -32,6 +34,8 @@ import warnings
 from pathlib import Path
 
 from omegaconf import ListConfig, OmegaConf, open_dict
+
+from .preset_checks import check_presets_and_recipes
 
 REMOTE_PREFIXES = ("hdfs://", "s3://", "gs://", "http://", "https://")
 
@@ -463,6 +467,7 @@ def preflight(config, dry_run: bool = False) -> dict:
     `dry_run=True` on a machine without CUDA reports a missing attention package instead of
     refusing: the GPU nodes the dry run prepares for may have it.
     """
+    check_presets_and_recipes(config)
     check_trainer(config)
     check_sequence_parallel(config)
     summary = {"rows": check_data(config)}
