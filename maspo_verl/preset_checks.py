@@ -113,15 +113,16 @@ def own_settings(group: str, name: str) -> dict:
     else:
         with initialize_config_module(config_module="maspo_verl_configs", version_base=None):
             config = compose(config_name=f"{group}/{name}")
-    return _leaves(OmegaConf.to_container(config, resolve=False))
+    return leaves(OmegaConf.to_container(config, resolve=False))
 
 
-def _leaves(node, prefix: str = "") -> dict:
-    if not isinstance(node, dict) or not node:
+def leaves(node, prefix: str = "") -> dict:
+    """{"a.b.c": value} of a nested container (an empty mapping has no leaves)."""
+    if not isinstance(node, dict):
         return {prefix: node}
     found = {}
     for key, value in node.items():
-        found.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+        found.update(leaves(value, f"{prefix}.{key}" if prefix else str(key)))
     return found
 
 

@@ -16,19 +16,11 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from maspo_verl.bench.sweep import available_presets, available_recipes
+from maspo_verl.preset_checks import leaves
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = tuple(available_recipes())
 PRESETS = tuple(available_presets())
-
-
-def leaves(node, prefix: str = "") -> dict:
-    if isinstance(node, dict):
-        found = {}
-        for key, value in node.items():
-            found.update(leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-        return found
-    return {prefix: node}
 
 
 def resolved_leaves(config) -> dict:
