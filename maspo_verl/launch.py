@@ -122,11 +122,21 @@ def run_process(
 
 
 def compose_config(overrides: list[str]):
-    """The config `python -m maspo_verl.main_ppo <overrides>` composes, unresolved and unchecked."""
+    """The config `python -m maspo_verl.main_ppo <overrides>` composes, unresolved and unchecked; the
+    recipe and preset it was composed with are recorded for the driver-side checks, which in
+    `main_ppo` read them from its Hydra app (maspo_verl/preflight/presets.py)."""
     from hydra import compose, initialize_config_module
+    from omegaconf import open_dict
+
+    from .preflight.presets import remember_choices
 
     with initialize_config_module(config_module="maspo_verl_configs", version_base=None):
-        return compose("maspo_trainer", overrides=list(overrides))
+        config = compose("maspo_trainer", overrides=list(overrides), return_hydra_config=True)
+    choices = config.hydra.runtime.choices
+    with open_dict(config):
+        del config["hydra"]
+    remember_choices(config, choices)
+    return config
 
 
 def compose_run_config(overrides: list[str]):

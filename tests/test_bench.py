@@ -494,6 +494,13 @@ def test_plan_recipes_gives_every_run_the_recipe_the_seed_and_the_users_override
         plan_recipes(["paper_7b"], ["grpo"], [0], eval_k=0)
 
 
+def test_every_preset_has_a_colour_of_its_own():
+    from maspo_verl.bench.plots import preset_colors
+
+    colors = preset_colors(available_presets())
+    assert len(set(colors.values())) == len(colors) == len(available_presets())
+
+
 def test_the_plan_estimates_gpu_hours_from_the_recipes_sizes(tmp_path, monkeypatch):
     """Training tokens = steps x prompts x n x fill x (max prompt + max response); validation and the
     final evaluation add problems x samples x the same; GPU-hours = tokens / throughput / 3600."""
@@ -511,7 +518,7 @@ def test_the_plan_estimates_gpu_hours_from_the_recipes_sizes(tmp_path, monkeypat
     assert cost["wall_hours"] == pytest.approx(cost["gpu_hours"] / (4 * config.trainer.n_gpus_per_node))
 
 
-def test_the_cli_plans_without_running_and_refuses_a_plan_of_the_kit(tmp_path):
+def test_the_cli_plans_without_running_on_a_recipe_and_on_the_kit(tmp_path):
     env = dict(os.environ, MASPO_DATA_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "-m", "maspo_verl.bench", "--recipe", "paper_1p5b", "--presets",
                              "grpo,maspo", "--seeds", "0", "--plan", "--out", str(tmp_path / "out"),
@@ -523,9 +530,14 @@ def test_the_cli_plans_without_running_and_refuses_a_plan_of_the_kit(tmp_path):
     assert "memory     rollout and weight sync: 36.5 GiB (91%)" in result.stdout
     assert "memory     WARNING the rollout and weight sync needs about 36.5 GiB" in result.stdout
     assert "total:" in result.stdout and not (tmp_path / "out").exists()
-    refused = subprocess.run([sys.executable, "-m", "maspo_verl.bench", "--plan"], capture_output=True, text=True,
-                             timeout=120)  # fmt: skip
-    assert refused.returncode == 2 and "--plan estimates GPU-hours of a recipe sweep: give --recipe" in refused.stderr
+    kit = subprocess.run([sys.executable, "-m", "maspo_verl.bench", "--presets", "all", "--seeds", "0", "--steps", "2",
+                          "--no-controls", "--plan", "--out", str(tmp_path / "kit")],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert kit.returncode == 0, kit.stderr[-3000:]
+    for preset in available_presets():  # verl's own losses (dppo_tv, geo_mean, gpg ...) among them
+        assert f"standard/{preset}/seed0\n" in kit.stdout, preset
+    assert "loss       gpg (advantages gpg)" in kit.stdout and "loss       dppo_tv (advantages grpo)" in kit.stdout
+    assert f"{len(available_presets())} runs on the tiny kit (CPU)" in kit.stdout and not (tmp_path / "kit").exists()
 
 
 def test_the_dry_run_checks_every_run_and_names_the_ones_that_fail(tmp_path, monkeypatch, capsys):

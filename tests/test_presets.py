@@ -4,6 +4,7 @@ The expectations below are written from the papers (the authors' definitions
 and defaults), not read back from the YAML files: a preset that drifts from its paper fails.
 """
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,28 @@ CHANGES = {
         ACTOR + "clip_ratio_c": 10.0,
     },
     "cispo": {PL + "loss_mode": "cispo", ACTOR + "clip_ratio_low": 10.0},  # high stays 0.2
+    # DPPO (2602.04879): the divergence threshold delta in clip_ratio_low/high (TV 0.15, binary KL
+    # 0.05), the truncation of the detached ratio in clip_ratio_c, off (the authors' verl example)
+    "dppo_tv": {
+        PL + "loss_mode": "dppo_tv",
+        ACTOR + "clip_ratio_low": 0.15,
+        ACTOR + "clip_ratio_high": 0.15,
+        ACTOR + "clip_ratio_c": 10000.0,
+    },
+    "dppo_kl": {
+        PL + "loss_mode": "dppo_kl",
+        ACTOR + "clip_ratio_low": 0.05,
+        ACTOR + "clip_ratio_high": 0.05,
+        ACTOR + "clip_ratio_c": 10000.0,
+    },
+    # GMPO (2507.20673, Sec. 4): log-space clip (e^-0.4, e^0.4)
+    "geo_mean": {PL + "loss_mode": "geo_mean", ACTOR + "clip_ratio_low": 0.4, ACTOR + "clip_ratio_high": 0.4},
+    # Clip-Cov / KL-Cov (2505.22617, the authors' 7B scripts): PPO's clip widened to 1 for Clip-Cov
+    # (its ratio 2e-4 and bounds (1, 5) are verl's defaults); KL-Cov's k 2e-3 and coefficient 1
+    "clip_cov": {PL + "loss_mode": "clip_cov", ACTOR + "clip_ratio_low": 1.0, ACTOR + "clip_ratio_high": 1.0},
+    "kl_cov": {PL + "loss_mode": "kl_cov", PL + "kl_cov_ratio": 0.002, PL + "ppo_kl_coef": 1.0},
+    # GPG (2504.02546): its own advantages and the plain policy gradient
+    "gpg": {PL + "loss_mode": "gpg", "algorithm.adv_estimator": "gpg"},
     "dac": {
         PL + "_target_": "maspo_verl.config.DACPolicyLossConfig",
         PL + "loss_mode": "dac",
@@ -108,9 +131,11 @@ def test_preset_differs_from_grpo_in_exactly_what_its_paper_changes(preset):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_keeps_grpo_advantages_and_no_kl_or_entropy_bonus(preset):
+    """gpg excepted: GPG's advantages are its own (CHANGES)."""
     config = compose_ours(f"algorithm={preset}", LENGTH)
     actor = config.actor_rollout_ref.actor
-    assert config.algorithm.adv_estimator == "grpo" and config.algorithm.norm_adv_by_std_in_grpo
+    assert config.algorithm.adv_estimator == CHANGES[preset].get("algorithm.adv_estimator", "grpo")
+    assert config.algorithm.norm_adv_by_std_in_grpo
     assert not config.algorithm.use_kl_in_reward and not actor.use_kl_loss
     assert actor.entropy_coeff == 0
     if preset == "sapo":
@@ -146,11 +171,50 @@ def test_preset_runs_through_verls_ppo_loss(preset):
     loss_mode = config.policy_loss.loss_mode
     if loss_mode in OURS:
         assert any(name.startswith(f"actor/{loss_mode}/") for name in names), names
-    assert "actor/ppo_kl" in names
+    assert "actor/pg_loss" in names
+    if loss_mode != "gpg":  # verl's gpg returns no metrics of its own
+        assert "actor/ppo_kl" in names
+
+
+def spy_on_registry(monkeypatch) -> list:
+    """Wrap every loss in verl's policy-loss registry; returns the list of (name, config) calls."""
+    from verl.trainer.ppo import core_algos
+
+    calls = []
+
+    def spy(name, loss_fn):
+        def recorded(*args, **kwargs):
+            calls.append((name, kwargs["config"]))
+            return loss_fn(*args, **kwargs)
+
+        return recorded
+
+    for name, loss_fn in list(core_algos.POLICY_LOSS_REGISTRY.items()):
+        monkeypatch.setitem(core_algos.POLICY_LOSS_REGISTRY, name, spy(name, loss_fn))
+    return calls
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_verl_calls_the_loss_the_preset_names_with_its_settings(preset, monkeypatch):
+    """Inside verl's ppo_loss (the actor's loss), the registry entry called on every micro-batch is
+    the preset's loss, and no other; the settings it receives are the paper's (CHANGES)."""
+    calls = spy_on_registry(monkeypatch)
+    config = build_actor_config(compose_ours(f"algorithm={preset}", LENGTH))
+    data, log_prob = make_batch(seed=13, scale=0.5, padding=0.0)
+    run_ppo_loss(config, data, log_prob, micro_batch_size=3)
+    expected = CHANGES[preset].get(PL + "loss_mode", "vanilla")
+    assert [name for name, _ in calls] == [expected, expected]
+    received = calls[0][1]
+    for key, value in CHANGES[preset].items():
+        if key.startswith(ACTOR) and not key.removeprefix(PL).startswith("_") and "advantage_shaper" not in key:
+            assert functools.reduce(getattr, key.removeprefix(ACTOR).split("."), received) == pytest.approx(value), key
 
 
 # BAPO picks its bounds per loss call, i.e. per micro-batch: see test_bapo_bounds_follow_each_micro_batch.
-INVARIANT = [p for p in PRESETS if CHANGES.get(p, {}).get(PL + "loss_mode") != "bapo"]
+# clip_cov and kl_cov choose their share of tokens per loss call too, and geo_mean averages over each
+# micro-batch's responses (both: see test_verl_losses_that_depend_on_the_micro_batch).
+PER_MICRO_BATCH = {"bapo", "clip_cov", "kl_cov", "geo_mean"}
+INVARIANT = [p for p in PRESETS if CHANGES.get(p, {}).get(PL + "loss_mode") not in PER_MICRO_BATCH]
 
 
 @pytest.mark.parametrize("preset", INVARIANT)
@@ -164,6 +228,28 @@ def test_micro_batches_add_up_to_the_mini_batch(preset, loss_agg_mode):
     split, _ = run_ppo_loss(config, data, log_prob, micro_batch_size=2)
     assert split == pytest.approx(whole, rel=1e-5, abs=1e-7)
     torch.testing.assert_close(log_prob.grad, whole_grad, rtol=1e-5, atol=1e-7)
+
+
+def test_verl_losses_that_depend_on_the_micro_batch():
+    """Two of verl 0.9.1's losses are not sums over the mini-batch (docs/algorithms.md says so):
+    geo_mean averages over each micro-batch's responses and ignores the global batch size, so the
+    engine's sum over k equal micro-batches is k times the whole mini-batch's loss and gradient;
+    kl_cov picks its top kl_cov_ratio share of tokens (at least one) in each micro-batch, so a split
+    mini-batch penalises other tokens than the whole one."""
+    data, log_prob = make_batch(seed=12, scale=0.5, padding=0.0)
+    config = build_actor_config(compose_ours("algorithm=geo_mean", LENGTH))
+    whole, _ = run_ppo_loss(config, data, log_prob, micro_batch_size=6)
+    whole_grad = log_prob.grad.clone()
+    log_prob.grad = None
+    split, _ = run_ppo_loss(config, data, log_prob, micro_batch_size=2)
+    assert split == pytest.approx(3 * whole, rel=1e-5)
+    torch.testing.assert_close(log_prob.grad, 3 * whole_grad)
+
+    config = build_actor_config(compose_ours("algorithm=kl_cov", LENGTH))
+    log_prob.grad = None
+    whole, _ = run_ppo_loss(config, data, log_prob, micro_batch_size=6)
+    split, _ = run_ppo_loss(config, data, log_prob, micro_batch_size=2)
+    assert abs(split - whole) > 1e-3
 
 
 def test_readme_table_lists_every_preset():

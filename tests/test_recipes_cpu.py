@@ -38,11 +38,10 @@ from typing import NamedTuple
 import pytest
 import verl  # noqa: F401  (registers our plugin, the Hydra search path and the kit resolver)
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
+from recipe_configs import PRESETS, RECIPES, main_ppo
 
 from maspo_verl.bench.summary import read_steps
 from maspo_verl.launch import REWARD
-from verl_config import leaves
 
 TESTS = Path(__file__).resolve().parent
 DOC = TESTS.parent / "docs" / "recipes-on-cpu.md"
@@ -85,8 +84,7 @@ OWN_METRICS = {"bapo": "actor/bapo/", "maspo": "actor/maspo/", "sapo": "actor/pg
 
 # ----------------------------------------------------------------------------- the overlay, no trainer
 
-RECIPES = ("paper_1p5b", "paper_7b", "paper_14b")
-METHODS = ("maspo", "bapo", "sapo", "dapo", "grpo")
+ABSENT = "<absent>"
 
 
 def _compose(*overrides):
@@ -94,22 +92,29 @@ def _compose(*overrides):
         return compose("maspo_trainer", overrides=list(overrides))
 
 
-def documented_keys() -> set[str]:
-    """The keys in the first column of docs/recipes-on-cpu.md's table of what the overlay touches."""
+def documented_keys() -> tuple[set[str], dict[str, str]]:
+    """docs/recipes-on-cpu.md's tables of what the overlay changes: the keys it sets (first column of
+    the four-column table), and {key: the key it follows} of the keys verl derives from those."""
     section = DOC.read_text().split(f"\n{KEYS_SECTION}\n")[1].split("\n## ")[0]
-    rows = [line for line in section.splitlines() if line.startswith("| `")]
-    return {row.split("`")[1] for row in rows}
+    sets, follows = set(), {}
+    for row in (line for line in section.splitlines() if line.startswith("| `")):
+        cells = [cell.strip() for cell in row.strip().strip("|").split(" | ")]
+        key = cells[0].strip("`")
+        if len(cells) == 2:
+            follows[key] = cells[1].strip("`")
+        else:
+            sets.add(key)
+    return sets, follows
 
 
 def touched_keys(recipe: str, method: str) -> dict:
-    """{key: (recipe value, overlay value)} for every leaf the overlay changes (unresolved)."""
-    plain = leaves(OmegaConf.to_container(_compose(f"recipe={recipe}", f"algorithm={method}")))
-    overlaid = leaves(OmegaConf.to_container(_compose(f"recipe={recipe}", f"algorithm={method}", OVERLAY)))
-    absent = "<absent>"
+    """{key: (recipe value, overlay value)} for every leaf of the RESOLVED config the overlay changes,
+    directly or through one of verl's interpolations."""
+    plain, overlaid = main_ppo(recipe, method), main_ppo(recipe, method, OVERLAY)
     return {
-        key: (plain.get(key, absent), overlaid.get(key, absent))
+        key: (plain.get(key, ABSENT), overlaid.get(key, ABSENT))
         for key in plain.keys() | overlaid.keys()
-        if plain.get(key, absent) != overlaid.get(key, absent)
+        if plain.get(key, ABSENT) != overlaid.get(key, ABSENT)
     }
 
 
@@ -118,19 +123,26 @@ def _documented_as(key: str, documented: set[str]) -> str | None:
     return next((doc for doc in documented if key == doc or key.startswith(doc + ".")), None)
 
 
-def test_the_overlay_touches_exactly_the_keys_the_docs_list():
-    documented = documented_keys()
-    assert len(documented) > 20, f"no table of keys found in {DOC}"
+def test_the_overlay_changes_exactly_the_keys_the_docs_list():
+    """Every recipe with every preset, compared resolved, so that what verl derives from a key the
+    overlay sets (`rollout.prompt_length` from `data.max_prompt_length`, `ref.strategy` from
+    `actor.strategy`, DAPO's `max_resp_len` ...) is seen too; each derived key must equal its source."""
+    sets, follows = documented_keys()
+    assert len(sets) > 20 and len(follows) > 5, f"no tables of keys found in {DOC}"
     used = set()
     for recipe in RECIPES:
-        for method in METHODS:
+        for method in PRESETS:
+            overlaid = main_ppo(recipe, method, OVERLAY)
             for key, (before, after) in touched_keys(recipe, method).items():
-                covering = _documented_as(key, documented)
-                assert covering, (
-                    f"recipe={recipe} algorithm={method}: {OVERLAY} changes {key} ({before!r} -> {after!r}), not listed in {DOC.name}"
-                )
+                covering = key if key in follows else _documented_as(key, sets)
+                assert covering, (f"recipe={recipe} algorithm={method}: {OVERLAY} changes {key} ({before!r} -> "
+                                  f"{after!r}), not listed in {DOC.name}")  # fmt: skip
                 used.add(covering)
-    assert documented == used, f"{DOC.name} lists keys the overlay never changes: {sorted(documented - used)}"
+            for key, source in follows.items():
+                if key in overlaid:
+                    assert overlaid[key] == overlaid[source], (recipe, method, key, source)
+    listed = sets | set(follows)
+    assert listed == used, f"{DOC.name} lists keys the overlay never changes: {sorted(listed - used)}"
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

@@ -38,7 +38,8 @@ def _answers(gold: Gold) -> dict[str, tuple[str, bool]]:
             "0.3333": ("rounded_decimal", False)}),  # no exact decimal, and the rounded one is wrong
         (Gold("math500", "m/3", "(3,4]"), {
             "(3,4]": ("as_given", True), "(3, 4]": ("latex_spacing", True), "(4,4]": ("changed_number", False),
-            "[3,4]": ("swapped_bracket", False)}),
+            "[3,4]": ("swapped_bracket", False), "3 < x \\le 4": ("interval_as_inequality", True),
+            "3 \\le x \\le 4": ("inequality_strictness", False)}),
         (Gold("math500", "m/4", "90^\\circ"), {
             "90^\\circ": ("as_given", True), "90": ("degrees", True), "90°": ("degrees", True),
             "90^{\\circ}": ("degrees", True), "90\\text{ degrees}": ("degrees", True),
@@ -66,6 +67,29 @@ def _answers(gold: Gold) -> dict[str, tuple[str, bool]]:
         (Gold("math500", "m/6", "p - q"), {
             "p - q": ("as_given", True), "p-q": ("latex_spacing", True), "-q+p": ("reordered_sum", True),
             "-(p - q)": ("wrong_sign", False)}),
+        (Gold("olympiadbench", "o/3", "28\\%"), {
+            "28\\%": ("as_given", True), "28": ("percent", True), "28 percent": ("percent_word", True),
+            "28 percentage": ("percent_word", True), "29\\%": ("changed_number", False),
+            "29 percent": ("percent_word_changed", False)}),
+        (Gold("math500", "m/7", "y = 2x + 1"), {
+            "y = 2x + 1": ("as_given", True), "y=2x+1": ("latex_spacing", True), "2x+1 = y": ("equation_rearranged", True),
+            "2x+1-y=0": ("equation_rearranged", True), "y = 3x + 1": ("changed_number", False),
+            "y=2x-1": ("equation_shifted", False), "2x-1-y=0": ("equation_shifted", False)}),
+        (Gold("math500", "m/8", "2x + 4y - 3 = 0"), {
+            "2x + 4y - 3 = 0": ("as_given", True), "2x+4y-3=0": ("latex_spacing", True),
+            "0 = 2x+4y-3": ("equation_rearranged", True), "-2x-4y+3=0": ("equation_rearranged", True),
+            "3x + 4y - 3 = 0": ("changed_number", False), "2x+4y+3=0": ("equation_shifted", False)}),
+        (Gold("math500", "m/9", "x \\in [-2,7]"), {
+            "x \\in [-2,7]": ("as_given", True), "x\\in[-2,7]": ("latex_spacing", True),
+            "x\\in[-2, 7]": ("latex_spacing", True), "[-2,7]": ("without_variable", True),
+            "-2 \\le x \\le 7": ("interval_as_inequality", True), "x \\in [-3,7]": ("changed_number", False),
+            "x \\in (-2,7]": ("swapped_bracket", False), "-2 < x \\le 7": ("inequality_strictness", False)}),
+        (Gold("math500", "m/10", "(-\\infty, 2) \\cup (3, \\infty)"), {
+            "(-\\infty, 2) \\cup (3, \\infty)": ("as_given", True), "(-\\infty,2)\\cup(3,\\infty)": ("latex_spacing", True),
+            "(-\\infty, 2)\\cup(3, \\infty)": ("latex_spacing", True), "(3,\\infty) \\cup (-\\infty,2)": ("reordered_list", True),
+            "x < 2 \\text{ or } x > 3": ("interval_as_inequality", True), "(-\\infty, 3) \\cup (3, \\infty)": ("changed_number", False),
+            "(-\\infty,2)": ("dropped_item", False), "(-\\infty,2] \\cup (3,\\infty)": ("swapped_bracket", False),
+            "x \\le 2 \\text{ or } x > 3": ("inequality_strictness", False)}),
     ],
 )  # fmt: skip
 def test_hand_checked_pairs(gold, expected):
@@ -318,6 +342,45 @@ FIXED = [
     ("olympiadbench", "90\\text{ degrees}, 61\\text{ degrees}", "90^{\\circ},60^{\\circ}", False),
     ("math500", "\\frac{270}{7}\\text{ degrees}", "\\frac{270}7\\text{ degrees}", True),
     ("math500", "\\frac{271}{7}\\text{ degrees}", "\\frac{270}7\\text{ degrees}", False),
+    # (issue 22) percent written as a word: the normaliser dropped `\\%`, `%` and `\\text{ percent}`, not the word
+    ("olympiadbench", "28 percent", "28\\%", True),
+    ("olympiadbench", "28 percentage", "28\\%", True),
+    ("olympiadbench", "62.5 Percent", "62.5%", True),
+    ("olympiadbench", "29 percent", "28\\%", False),
+    ("olympiadbench", "28 percent, 30 percent", "28\\%, 30\\%", True),
+    # an equation with a one-letter left side lost that side (`y=2x+1` became `2x+1`): two equations are
+    # equal when they define the same points, and a near miss (another line) stays wrong
+    ("math500", "2x-y+1=0", "y=2x+1", True),
+    ("math500", "y = -\\frac{1}{2}x + \\frac{3}{4}", "2x+4y-3=0", True),
+    ("math500", "2x+4y-3=0", "y=-\\frac{1}{2}x+\\frac{3}{4}", True),
+    ("math500", "y=2x-1", "y=2x+1", False),
+    ("math500", "2x-y-1=0", "y=2x+1", False),
+    ("math500", "x=2y+1", "y=2x+1", False),
+    ("math500", "2x+1", "y=2x+1", True),  # the expression the equation names, as before
+    ("olympiadbench", "k=n+1", "n+1", True),
+    ("math500", "x=5", "5", True),
+    # an interval against the same set written as an inequality, in both directions
+    ("math500", "-2 \\le x \\le 7", "x \\in [-2,7]", True),
+    ("math500", "-2 \\leq x \\leq 7", "[-2,7]", True),
+    ("math500", "\\frac{3}{5} < x \\le \\frac{8}{3}", "\\left(\\frac{3}{5},\\frac{8}{3}\\right]", True),
+    ("math500", "x < 2 \\text{ or } x > 3", "(-\\infty, 2) \\cup (3, \\infty)", True),
+    ("math500", "7 \\ge x \\ge -2", "[-2,7]", True),
+    ("math500", "x \\in [-2,7]", "-2 \\le x \\le 7", True),
+    ("math500", "-2 < x \\le 7", "x \\in [-2,7]", False),
+    ("math500", "x \\le 2 \\text{ or } x > 3", "(-\\infty, 2) \\cup (3, \\infty)", False),
+    ("math500", "x > 2", "(-\\infty, 2)", False),
+    ("math500", "a < b", "(-\\infty, 2)", False),
+    # (issue 22, found by the rules above) math-verify cannot parse a subscript that is one command
+    # (`m_{\\max}`, `L_{\\odot}`) and compared such equations as strings; it now gets `m_{max}`
+    ("olympiadbench", "n^{2}-n-1 = m_{\\max}", "m_{\\max }=n^{2}-n-1", True),
+    ("olympiadbench", "m_{\\min}=n^{2}-n-1", "m_{\\max }=n^{2}-n-1", False),
+    # ... and read a Leibniz derivative of a plain symbol as 0, so an ODE and its sign flip compared equal
+    ("minerva", "\\frac{dy}{dt}=ky", "\\frac{dy}{dt}=-ky", False),
+    ("minerva", "\\frac{dy}{dt}+ky=0", "\\frac{dy}{dt}=-ky", True),
+    ("minerva", "\\frac{dM}{dt}=-\\frac{10^{5}L_{\\odot}}{0.007c^{2}M_{\\odot}^{6}}M^{6}",
+     "\\frac{dM}{dt}=\\frac{10^{5} L_{\\odot}}{0.007 c^{2} M_{\\odot}^{6}} M^{6}", False),
+    ("minerva", "\\frac{10^{5}L_{\\odot}}{0.007c^{2}M_{\\odot}^{6}}M^{6}-\\frac{dM}{dt}=0",
+     "\\frac{dM}{dt}=\\frac{10^{5} L_{\\odot}}{0.007 c^{2} M_{\\odot}^{6}} M^{6}", True),
 ]  # fmt: skip
 
 

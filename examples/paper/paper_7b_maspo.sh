@@ -5,7 +5,7 @@
 #   P  DAPO-Math-17k (deduplicated, 17,398 problems); validation on AIME24, AIME25, AMC23, MATH500,
 #      Minerva, OlympiadBench with 32 samples each (Avg@32 / Pass@32); 512 prompts per rollout,
 #      32-prompt mini-batches; GRPO advantages, no KL, no entropy bonus
-#   P  MASPO mass exponent alpha=0.3 (the preset's default)
+#   P  MASPO mass exponent alpha=0.3 (the recipe's size_settings.maspo.alpha)
 #   D  group size 16, prompt length 2048, lr 1e-6 (10 warm-up steps, weight decay 0.1, grad clip 1.0),
 #      rollout temperature 1.0 / top_p 1.0, validation temperature 1.0 / top_p 0.7
 #   O  response length 8192, 1 node x 8 GPUs, 500 steps, validation and checkpoints every 25 steps

@@ -6,8 +6,9 @@
 #
 # It runs `python -m maspo_verl.main_ppo recipe=$RECIPE algorithm=$ALGORITHM ...`: the
 # settings live in configs/recipe/$RECIPE.yaml and configs/algorithm/$ALGORITHM.yaml; this
-# script only adds paths, model, cluster size and tracker from the environment, and what the
-# paper varies by model size (MASPO's alpha: 0.5 for 1.5B, 0.3 otherwise).
+# script only adds paths, model, cluster size and tracker from the environment. What the paper
+# varies with the model size (MASPO's alpha) is the recipe's too (size_settings), so this script,
+# `python -m maspo_verl.main_ppo recipe=...` and `python -m maspo_verl.bench --recipe ...` agree.
 #
 # Environment (defaults in brackets):
 #   MASPO_DATA_DIR   prepared parquet files      [~/data/maspo_verl]  (python -m maspo_verl.data prepare all --out ...)
@@ -65,10 +66,6 @@ OVERRIDES=(
 [[ -n "${NNODES:-}" ]] && OVERRIDES+=("trainer.nnodes=${NNODES}")
 [[ -n "${GPUS_PER_NODE:-}" ]] && OVERRIDES+=("trainer.n_gpus_per_node=${GPUS_PER_NODE}")
 [[ -n "${CKPT_DIR:-}" ]] && OVERRIDES+=("trainer.default_local_dir=${CKPT_DIR}")
-# What the paper varies with model size: MASPO's mass exponent (the maspo* presets only)
-if [[ "$ALGORITHM" == maspo* && "$RECIPE" == "paper_1p5b" ]]; then
-  OVERRIDES+=("actor_rollout_ref.actor.policy_loss.alpha=0.5")
-fi
 OVERRIDES+=(${LAUNCH[@]+"${LAUNCH[@]}"} ${ARGS[@]+"${ARGS[@]}"})
 
 if [[ "${MASPO_PRINT_OVERRIDES:-0}" == "1" ]]; then  # for tests: the exact override list

@@ -2,7 +2,8 @@
 
     python -m maspo_verl.bench                                   # the tiny kit on CPU: main presets x 8 seeds + 2 controls
     python -m maspo_verl.bench --regimes stress                  # 16 off-policy updates per rollout
-    python -m maspo_verl.bench --presets all --seeds 0,1,2       # every preset: GSPO, CISPO and MASPO's ablations too
+    python -m maspo_verl.bench --presets all --seeds 0,1,2       # every preset: verl's other losses and MASPO's ablations too
+    python -m maspo_verl.bench --presets all --plan              # the runs and their configs; runs nothing
     python -m maspo_verl.bench --report-only                     # tables and plots from finished runs
 
     python -m maspo_verl.bench --recipe paper_1p5b --presets grpo,dapo,maspo --seeds 0,1,2 [overrides ...]
@@ -89,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated recipes of configs/recipe: sweep them instead of the kit")  # fmt: skip
     recipe.add_argument("--eval-k", type=int, default=None,
                         help="samples per problem for the final evaluation (default: the recipe's val_kwargs.n)")  # fmt: skip
-    recipe.add_argument("--plan", action="store_true", help="print the runs, their configs and GPU-hours; run nothing")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the runs and their configs (with --recipe: and GPU-hours); run nothing")  # fmt: skip
     recipe.add_argument("--throughput", type=float, default=1000.0,
                         help="--plan's assumption: tokens per second per GPU over a whole step (verl logs it as "
                              "perf/throughput; default 1000)")  # fmt: skip
@@ -121,8 +123,6 @@ def build_specs(args) -> list:
         raise BenchInputError(
             f"{' '.join(args.overrides)}: Hydra overrides go with --recipe; on the kit, use --variant"
         )
-    if args.plan:
-        raise BenchInputError("--plan estimates GPU-hours of a recipe sweep: give --recipe")
     return plan_kit(presets, args.seeds, args.regimes, args.steps or 30, args.probe_every, args.variant,
                     controls=not args.no_controls, task=args.task)  # fmt: skip
 

@@ -1,5 +1,5 @@
-"""Before a sweep spends GPU-hours: what it will run and cost (`--plan`), and whether every run
-passes the checks verl would otherwise fail in the middle of the sweep (`--dry-run`).
+"""Before a sweep spends GPU-hours: what it will run and cost (`--plan`; on the kit, what it will run),
+and whether every run passes the checks verl would otherwise fail in the middle of the sweep (`--dry-run`).
 
 `--plan` prints each run's memory estimate per GPU (maspo_verl/preflight/memory.py, for the card
 `--gpu-memory-gb` names) and estimates its cost from the recipe's sizes, with two stated
@@ -64,29 +64,37 @@ def estimate(config, eval_k: int | None, throughput: float, fill: float) -> dict
 
 
 def print_plan(specs: list, throughput: float, fill: float, out: Path = Path("outputs/bench"), log=print) -> float:
-    """Each run, its overrides, its key settings and its estimated cost; returns the total GPU-hours."""
+    """Each run, its overrides, its key settings and (recipe runs) its estimated cost; returns the total
+    GPU-hours (0 for the kit, whose runs take minutes of CPU each and are not estimated)."""
     if throughput <= 0 or not 0 < fill <= 1:
         raise ValueError(f"--throughput {throughput} must be > 0 and --fill {fill} in (0, 1]")
     total, missing = 0.0, False
-    log(f"{len(specs)} runs; assumptions: {throughput:g} tokens/s per GPU over a step, mean sequence {fill:g} of "
-        "the maximum lengths (maspo_verl/bench/plan.py)")  # fmt: skip
+    kit = specs[0].kind == "kit"
+    log(f"{len(specs)} runs" + ("" if kit else f"; assumptions: {throughput:g} tokens/s per GPU over a step, mean "
+                                f"sequence {fill:g} of the maximum lengths (maspo_verl/bench/plan.py)"))  # fmt: skip
     for spec in specs:
         config = run_config(spec, out)
         actor, rollout = config.actor_rollout_ref.actor, config.actor_rollout_ref.rollout
+        steps = int(config.trainer.total_training_steps)
+        log(f"\n{spec.name}\n  overrides  {' '.join(spec.overrides())}\n"
+            f"  model      {config.actor_rollout_ref.model.path}\n"
+            f"  loss       {actor.policy_loss.loss_mode} (advantages {config.algorithm.adv_estimator}), lr {actor.optim.lr}, "
+            f"{steps} steps of {config.data.train_batch_size} prompts x {rollout.n}, mini-batch "
+            f"{actor.ppo_mini_batch_size}, {actor.ppo_epochs} epoch(s)\n"
+            f"  lengths    prompt {config.data.max_prompt_length}, response {config.data.max_response_length}")  # fmt: skip
+        if kit:
+            continue
         cost = estimate(config, getattr(spec, "eval_k", None), throughput, fill)
         total += cost["gpu_hours"]
         missing |= cost["held_out_tokens"] is None
         held_out = ("validation files missing: not counted" if cost["held_out_tokens"] is None
                     else f"{cost['validation_problems']} validation problems")  # fmt: skip
-        log(f"\n{spec.name}\n  overrides  {' '.join(spec.overrides())}\n"
-            f"  model      {config.actor_rollout_ref.model.path}\n"
-            f"  loss       {actor.policy_loss.loss_mode}, lr {actor.optim.lr}, {cost['steps']} steps of "
-            f"{config.data.train_batch_size} prompts x {rollout.n}, mini-batch {actor.ppo_mini_batch_size}, "
-            f"{actor.ppo_epochs} epoch(s)\n"
-            f"  lengths    prompt {config.data.max_prompt_length}, response {config.data.max_response_length}; "
-            f"{held_out}\n"
+        log(f"  held out   {held_out}\n"
             f"  estimate   {cost['gpu_hours']:.1f} GPU-hours on {cost['gpus']} GPUs = {cost['wall_hours']:.1f} h")  # fmt: skip
         log("\n".join(f"  memory     {line}" for line in memory_lines(config)))
+    if kit:
+        log(f"\n{len(specs)} runs on the tiny kit (CPU); no GPU-hours to estimate")
+        return 0.0
     log(f"\ntotal: {total:.1f} GPU-hours for {len(specs)} runs, one after another"
         + (" (validation and evaluation not counted where their files are missing)" if missing else ""))  # fmt: skip
     return total

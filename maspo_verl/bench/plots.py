@@ -92,7 +92,8 @@ EMPHASIS = ("grpo", "maspo")
 
 # high-contrast colours for the other presets, in order (grpo and maspo have their own)
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79",
-           "#00c853", "#ff1493", "#00bfff", "#b8860b", "#7f7f7f", "#6a3d9a", "#b15928"]  # fmt: skip
+           "#00c853", "#ff1493", "#00bfff", "#b8860b", "#7f7f7f", "#6a3d9a", "#b15928", "#fb9a99", "#1b9e77",
+           "#e6ab02", "#80b1d3", "#cab2d6", "#003f5c"]  # fmt: skip
 
 
 def preset_colors(presets: list[str]) -> dict:

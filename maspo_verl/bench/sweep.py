@@ -63,8 +63,8 @@ PROBE_SAMPLES = 8  # sampled responses per held-out prompt: mean@8 and unbiased 
 PROBE_SEED = 0  # the same draws for every probe (common random numbers)
 SESSION_LOGS = "verl_logs"  # under the sweep's folder: verl's per-run metrics of every Ray session
 
-# The default presets: the methods of the MASPO paper's table, and DAPO. GSPO, CISPO and the MASPO
-# ablations are one flag away (`--presets all`).
+# The default presets: the methods of the MASPO paper's table, and DAPO. verl's other losses (GSPO, CISPO,
+# DPPO, GMPO, Clip-Cov, KL-Cov, GPG) and the MASPO ablations are one flag away (`--presets all`).
 MAIN_PRESETS = ["grpo", "clip_higher", "dapo", "sapo", "dac", "bapo", "entropy_adv", "maspo"]
 
 _ACTOR = "actor_rollout_ref.actor."

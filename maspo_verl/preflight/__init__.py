@@ -3,6 +3,9 @@
 `preflight(config)` (called by `maspo_verl.main_ppo` before handing over to verl) runs the
 steps of `steps.STEPS`, one module per family of checks:
 
+- `presets`: the preset's loss is registered with the installed verl (else the verl releases
+  that have it are named), the recipe sets no key the preset sets, and verl's rollout correction
+  gets the rollout's log-probs;
 - `keys`: no setting of the actor, rollout, ref or trainer sections is one the installed verl
   would silently ignore (a key it has no field for, or one it reads nowhere), named with the key
   verl does read;

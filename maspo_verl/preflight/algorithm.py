@@ -36,7 +36,8 @@ def check_algorithm_config(config) -> None:
     """Driver-side checks that need the whole config; raise ValueError naming the setting.
 
     * every ``policy_loss`` key exists in its config class (with a "did you mean" hint);
-    * ``loss_mode`` is a registered loss, served by a matching config class;
+    * ``loss_mode`` is a registered loss (else the verl releases that have it are named), served by
+      a matching config class;
     * a shaper that needs the entropy has verl compute it (``actor.calculate_entropy``);
     * DAPO's pieces take effect: group filtering is not handed to a custom sampler that drops
       it, and the overlong buffer fits the response length.
@@ -45,7 +46,8 @@ def check_algorithm_config(config) -> None:
     so it is not one of preflight's steps.
     """
     from hydra.utils import get_class
-    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
+    from .presets import check_loss_registered
 
     actor = config.actor_rollout_ref.actor
     policy_loss = actor.policy_loss
@@ -55,11 +57,7 @@ def check_algorithm_config(config) -> None:
         _check_known_keys(policy_loss, config_class, target)
 
     loss_mode = policy_loss.get("loss_mode", "vanilla")
-    if loss_mode not in POLICY_LOSS_REGISTRY:
-        raise ValueError(
-            f"{KEY_PREFIX}loss_mode={loss_mode!r} is not a registered policy loss. "
-            f"Known: {', '.join(sorted(POLICY_LOSS_REGISTRY))}."
-        )
+    check_loss_registered(loss_mode)  # names the verl releases that have a loss of verl's own
     owner = next((name for name, cls in CONFIG_CLASSES.items() if cls is config_class), None)
     if owner is not None and owner != loss_mode:
         raise ValueError(

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import agent_loop, algorithm, batch_sizes, caveats, data, keys, memory, parallelism, rollout, trackers
+from . import agent_loop, algorithm, batch_sizes, caveats, data, keys, memory, parallelism, presets, rollout, trackers
 
 # (config, what the steps before it found, dry_run) -> what it found
 Step = Callable[[Any, dict, bool], dict]
 
-# In this order, and the first refusal stops the run: the trainer, settings verl would ignore, the
+# In this order, and the first refusal stops the run: the preset's loss, recipe and overlays, the trainer, settings verl would ignore, the
 # agent loop and sequence parallelism (no file read), the data files, the batch sizes, the rollout's
 # context length, the reward and the prompt templates it must read, the attention packages, the
 # memory estimate, the trackers, then the warnings (which need the data-parallel size and the
 # memory estimate's). A new family of checks is a module with a step function and a line here.
 STEPS: list[Step] = [
+    presets.presets_step,
     algorithm.trainer_step,
     keys.keys_step,
     agent_loop.agent_loop_step,

@@ -339,6 +339,73 @@ def two_terms(text: str) -> tuple[str, str, str] | None:
     return first, text[cut], second
 
 
+def has_variable(text: str) -> bool:
+    """A letter outside LaTeX commands (`2x+3`, `n+1`; not `\\frac{\\pi}{4}`)."""
+    return bool(re.search(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", text)))
+
+
+def equation_sides(gold: Gold) -> tuple[str, str] | None:
+    """(left, right) of a gold that is one equation between variables (`y = 2x + 3`,
+    `5x - 7y + 11z + 4 = 0`), not a value named by a variable (`x = 5`) nor a list of equations."""
+    text = compact(gold.text)
+    if text.count("=") != 1 or is_prose(gold.text) or len(split_top(text)) > 1 or "\\\\" in text:
+        return None
+    left, right = text.split("=")
+    if not left or not right or not (has_variable(left) and has_variable(left + right) and
+                                      (has_variable(right) or right == "0")):  # fmt: skip
+        return None
+    return left, right
+
+
+def negated(expression: str) -> str:
+    """Every top-level term's sign flipped: `5x-7y+4` -> `-5x+7y-4`."""
+    cuts = set(term_cuts(expression))
+    flipped = "".join({"+": "-", "-": "+"}[char] if index in cuts else char for index, char in enumerate(expression))
+    return flipped[1:] if flipped.startswith("-") else "-" + flipped
+
+
+def last_term_flipped(expression: str) -> str:
+    """The last top-level term's sign flipped (`2x+3` -> `2x-3`); a single term negated."""
+    cuts = term_cuts(expression)
+    if not cuts:
+        return expression[1:] if expression.startswith("-") else "-" + expression
+    cut = cuts[-1]
+    return expression[:cut] + {"+": "-", "-": "+"}[expression[cut]] + expression[cut + 1 :]
+
+
+def interval_answer(gold: Gold) -> tuple[str, list[str]] | None:
+    """(variable, intervals) of a gold that is a set of numbers written as intervals (`x \\in [-2,7]`,
+    `(\\frac{3}{5},\\frac{8}{3}]`, `(-\\infty,2)\\cup(3,\\infty)`). An open pair `(a,b)` of finite
+    ends may be a point, so it counts only after `\\in` or where the problem speaks of an interval."""
+    prefix, value = strip_var(gold.text)
+    parts = interval_parts(value)
+    if not parts or (prefix and "\\in" not in prefix):
+        return None
+    variable = prefix.split("\\in")[0].strip() or "x"
+    stated = bool(prefix) or bool(re.search(r"(?i)\binterval", gold.problem))
+    for part in parts:
+        if part[0] == "(" and part[-1] == ")" and "\\infty" not in part and not stated:
+            return None
+    return variable, parts
+
+
+def as_inequality(variable: str, parts: list[str]) -> str | None:
+    """`[-2,7]` -> `-2 \\le x \\le 7`, `(3,\\infty)` -> `x > 3`; a union joined by `\\text{ or }`."""
+    pieces = []
+    for part in parts:
+        low, high = split_top(part[1:-1])
+        below, above = ("<" if part[0] == "(" else "\\le"), ("<" if part[-1] == ")" else "\\le")
+        if "\\infty" in low and "\\infty" in high:
+            return None
+        if "\\infty" in low:
+            pieces.append(f"{variable} {above} {high}")
+        elif "\\infty" in high:
+            pieces.append(f"{variable} {below.replace('<', '>').replace('le', 'ge')} {low}")
+        else:
+            pieces.append(f"{low} {below} {variable} {above} {high}")
+    return " \\text{ or } ".join(pieces)
+
+
 # ----------------------------------------------------------------------------- rules
 
 Maker = Callable[[Gold], Iterable[str]]
@@ -530,6 +597,40 @@ def without_variable(gold: Gold):
         yield value
 
 
+@rule("percent_word", True)
+def percent_word(gold: Gold):
+    """A percent gold (`28\\%`) with the word instead of the sign: `28 percent`, `28 percentage`."""
+    match = PERCENT.fullmatch(gold.text.strip())
+    if match:
+        yield match.group(1).strip() + " percent"
+        yield match.group(1).strip() + " percentage"
+
+
+@rule("equation_rearranged", True)
+def equation_rearranged(gold: Gold):
+    """An equation between variables, rearranged: sides swapped, everything on one side
+    (`y = 2x + 3` -> `2x+3-y=0`), or both sides negated (`5x-7y+4=0` -> `-5x+7y-4=0`)."""
+    sides = equation_sides(gold)
+    if sides:
+        left, right = sides
+        yield f"{right} = {left}"
+        if right == "0":
+            yield f"{negated(left)}=0"
+        else:
+            yield f"{right}-{left}=0" if not term_cuts(left) else f"{right}-({left})=0"
+
+
+@rule("interval_as_inequality", True)
+def interval_as_inequality(gold: Gold):
+    """An interval gold (`x \\in [-2,7]`, `(\\frac{3}{5},\\frac{8}{3}]`) as the inequality that defines it
+    (`-2 \\le x \\le 7`); a union as inequalities joined by "or"."""
+    found = interval_answer(gold)
+    if found:
+        inequality = as_inequality(*found)
+        if inequality:
+            yield inequality
+
+
 @rule("reordered_list", True)
 def reordered_list(gold: Gold):
     """The answers of a "find all" list (or of a set) in reverse order; a union of intervals reordered."""
@@ -698,6 +799,49 @@ def swapped_components(gold: Gold):
         components[0], components[1] = components[1], components[0]
         items[0] = "(" + ",".join(components) + ")"
         yield ",".join(items)
+
+
+@rule("percent_word_changed", False)
+def percent_word_changed(gold: Gold):
+    """A percent gold's number changed, written with the word: `29 percent` for `28\\%`."""
+    match = PERCENT.fullmatch(gold.text.strip())
+    if match and fraction_value(match.group(1).strip()) is not None:
+        yield bump_number(match.group(1).strip(), gold.tolerant) + " percent"
+
+
+@rule("equation_shifted", False)
+def equation_shifted(gold: Gold):
+    """An equation with its last term's sign flipped (`y = 2x - 3` for `y = 2x + 3`: a parallel line),
+    as written and rearranged to one side."""
+    sides = equation_sides(gold)
+    if sides:
+        left, right = sides
+        if right == "0":
+            yield f"{last_term_flipped(left)}=0"
+        else:
+            yield f"{left}={last_term_flipped(right)}"
+            yield (
+                f"{last_term_flipped(right)}-{left}=0"
+                if not term_cuts(left)
+                else f"{last_term_flipped(right)}-({left})=0"
+            )
+
+
+@rule("inequality_strictness", False)
+def inequality_strictness(gold: Gold):
+    """An interval gold as an inequality with one finite end's strictness changed (`-2 < x \\le 7`)."""
+    found = interval_answer(gold)
+    if found:
+        variable, parts = found
+        low, high = split_top(parts[0][1:-1])
+        first = parts[0]
+        if "\\infty" not in low:
+            first = {"(": "[", "[": "("}[first[0]] + first[1:]
+        elif "\\infty" not in high:
+            first = first[:-1] + {")": "]", "]": ")"}[first[-1]]
+        inequality = as_inequality(variable, [first, *parts[1:]])
+        if inequality and first != parts[0]:
+            yield inequality
 
 
 @rule("other_choice", False)

@@ -141,11 +141,79 @@ _ESCAPED_BLANK = re.compile(r"(?<!\\)\\ ")
 # `1 \text{ and } 3`, `f(x)=x and f(x)=-x`: two answers, as `1, 3`
 _AND = re.compile(r"\s*\\text\s*\{\s*and\s*\}\s*|\s+and\s+")
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+# `28 percent`, `28 percentage`, `28 per cent`: the word for `\%`, which goes too
+_PERCENT_WORD = re.compile(r"(?<=[\d}.])\s*(?:percent(?:age)?|per\s+cent)(?![a-zA-Z])", re.IGNORECASE)
+# a variable's name: `x`, `k`, `X_{d}`, `a_1`
+_NAME = r"[a-zA-Z](?:_\{?\w+\}?)?"
+_NAMED = re.compile(rf"({_NAME})=(.+)")
+_MEMBER = re.compile(rf"({_NAME})\\in(.+)")
+# order matters: the longer command first (`\leq` before `\le`); a compact text has `\lex` for `\le x`
+_RELATION = re.compile(r"\\(?:leqslant|geqslant|leq|geq|le|ge|lt|gt)|<=|>=|<|>")
+_LESS = ("<", "<=", "\\le", "\\leq", "\\leqslant", "\\lt")
+_STRICT = ("<", ">", "\\lt", "\\gt")
+_OR = re.compile(r"\\lor|\\vee|(?<![a-zA-Z])or(?![a-zA-Z]{2})")
+
+
+def is_value(text: str) -> bool:
+    """No variable in it: no letter outside a command (`\\frac{\\pi}{4}`, `2\\sqrt{3}`, `-\\infty`)."""
+    return not re.search(r"[a-zA-Z]", re.sub(r"\\[a-zA-Z]+", "", text))
+
+
+def _bounds_of(parts: list[str]) -> str | None:
+    """`[A, <, x, <=, B]` -> `(A,B]`; `[x, >=, A]` -> `[A,\\infty)`: one variable between values."""
+    values, relations = parts[0::2], parts[1::2]
+    names = [index for index, part in enumerate(values) if re.fullmatch(_NAME, part) and not is_value(part)]
+    if len(names) != 1 or not all(is_value(v) and v for i, v in enumerate(values) if i != names[0]):
+        return None
+    less = [relation in _LESS for relation in relations]
+    if len(set(less)) != 1:  # `a < x > b` is no interval
+        return None
+    if not less[0]:  # read `b > x > a` as `a < x < b`
+        values, relations = values[::-1], relations[::-1]
+        names = [len(values) - 1 - names[0]]
+    strict = [relation in _STRICT for relation in relations]
+    if len(values) == 3 and names[0] == 1:
+        low, high = values[0], values[2]
+        return f"{'(' if strict[0] else '['}{low},{high}{')' if strict[1] else ']'}"
+    if len(values) == 2:
+        if names[0] == 0:  # x < b
+            return f"(-\\infty,{values[1]}{')' if strict[0] else ']'}"
+        return f"{'(' if strict[0] else '['}{values[0]},\\infty)"  # a < x
+    return None
+
+
+def as_interval(text: str) -> str | None:
+    """A compact inequality in one variable as the interval it defines (`-2\\lex\\le7` -> `[-2,7]`,
+    `x>3` -> `(3,\\infty)`; joined by `or`: a union), or membership (`x\\in[-2,7]` -> `[-2,7]`); else None.
+    Like `x=5` -> `5`, the variable's name goes."""
+    member = _MEMBER.fullmatch(text)
+    if member:
+        return member.group(2)
+    pieces = _OR.split(text)
+    intervals = []
+    for piece in pieces:
+        parts = _RELATION.split(piece)
+        relations = _RELATION.findall(piece)
+        if not 1 <= len(relations) <= 2:
+            return None
+        interval = _bounds_of([part for pair in zip(parts, relations + [""]) for part in pair][:-1])
+        if interval is None:
+            return None
+        intervals.append(interval)
+    return "\\cup".join(intervals)
+
+
+def drop_name(text: str) -> str:
+    """`y=2x+1` -> `2x+1`: an equation with a one-letter left side, as the expression it names."""
+    named = _NAMED.fullmatch(text)
+    return named.group(2) if named and text.count("=") == 1 else text
 
 
 def normalize(answer: str) -> str:
-    """Canonical text of one answer: no spacing commands, `$`, degrees, percent or units."""
-    text = _DEGREE_WORD.sub("", answer.strip())
+    """Canonical text of one answer: no spacing commands, `$`, degrees, percent or units; a value
+    named by a variable (`x=5`, `x \\in [-2,7]`) without the name; an inequality in one variable as
+    its interval. An equation between variables (`y=2x+1`) stays an equation."""
+    text = _PERCENT_WORD.sub("", _DEGREE_WORD.sub("", answer.strip()))
     unit = _TRAILING_UNIT.match(text)
     if unit:  # `1.6 \mathrm{~cm}`, `15\mbox{ cm}^2`, `\frac{270}{7}\text{ days}` -> the number
         text = unit.group(1)
@@ -158,12 +226,11 @@ def normalize(answer: str) -> str:
     text = text.rstrip(".")
     if _THOUSANDS.match(text):
         text = text.replace(",", "")
-    # `x=5` -> `5` (a single short name on the left); equations such as `y=2x+1` keep theirs
-    if text.count("=") == 1:
-        left, right = text.split("=")
-        if re.fullmatch(r"[a-zA-Z](_\{?\w+\}?)?", left) and right:
-            text = right
-    return text
+    # `x=5` -> `5` (a short name on the left, a value on the right); an equation such as `y=2x+1`
+    # keeps its left side: it is compared as an equation (_answers_match)
+    if text.count("=") == 1 and is_value(drop_name(text)):
+        text = drop_name(text)
+    return as_interval(text) or text
 
 
 def split_answers(text: str) -> list[str]:
@@ -369,6 +436,10 @@ def _answers_match(pred: str, gold: str, tolerant: bool, timeout: float) -> bool
     pred_norm, gold_norm = normalize(pred), normalize(gold)
     if not pred_norm or not gold_norm:
         return False
+    # two equations are equal when they define the same points (math-verify's check of `Eq`s);
+    # an equation `y=2x+1` against a bare expression compares the expression it names
+    if ("=" in pred_norm) != ("=" in gold_norm):
+        pred_norm, gold_norm = drop_name(pred_norm), drop_name(gold_norm)
     decided = _fast_equal(pred_norm, gold_norm, tolerant)
     if decided is not None:
         return decided

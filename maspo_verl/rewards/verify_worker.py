@@ -21,7 +21,28 @@ import time
 _NAMED_E = re.compile(r"(?<![\\a-zA-Z])E(?![a-zA-Z])(?!\s*[+-]?\d)")
 
 
+# A subscript that is one command (`m_{\\max}`, `L_{\\odot}`) is a label, but math-verify cannot parse it
+# and falls back to comparing strings (so `n^{2}-n-1=m_{\\max}` did not equal `m_{\\max}=n^{2}-n-1`): it
+# goes in as the command's name, `m_{max}`, one symbol.
+_COMMAND_SUBSCRIPT = re.compile(r"_\{\s*\\([a-zA-Z]+)\s*\}")
+
+
+# A Leibniz derivative (`\\frac{dy}{dt}`, `\\frac{d^{2} v_{o}}{d t^{2}}`) is read as the derivative of a
+# plain symbol, which sympy evaluates to 0: `\\frac{dy}{dt}=-ky` and `\\frac{dy}{dt}=ky` both became
+# `0 = ky` and compared equal. It goes in as one symbol, `D_{<order><function><variable>}`.
+_LEIBNIZ = re.compile(
+    r"\\[dt]?frac\{\s*d\s*(?:\^\s*\{?\s*(\d)\s*\}?)?\s*([a-zA-Z](?:_\{?\w+\}?)?)\s*\}"
+    r"\{\s*d\s*([a-zA-Z])\s*(?:\^\s*\{?\s*\d\s*\}?)?\s*\}"
+)
+
+
+def _derivative_symbol(match: re.Match) -> str:
+    order, function, variable = match.group(1) or "1", re.sub(r"[_{}]", "", match.group(2)), match.group(3)
+    return f"D_{{{order}{function}{variable}}}"
+
+
 def _for_math_verify(answer: str) -> str:
+    answer = _LEIBNIZ.sub(_derivative_symbol, _COMMAND_SUBSCRIPT.sub(r"_{\1}", answer))
     return "\\boxed{" + _NAMED_E.sub(r"\\mathcal{E}", answer) + "}"
 
 
