@@ -77,7 +77,7 @@ def check_loss_registered(loss_mode: str, preset: str | None = None) -> None:
     import verl
     from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 
-    from .algos import LOSSES
+    from ..algos import LOSSES
 
     if loss_mode in POLICY_LOSS_REGISTRY:
         return
