@@ -56,14 +56,18 @@ def wandb_key(monkeypatch):
     return FAKE_WANDB_KEY
 
 
+def pytest_itemcollected(item):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, scripts/test.sh) every test file is one group,
+    so its module fixtures (a trainer run, a kit build) run once, on one worker. Marked as each
+    test is collected: xdist reads the groups in its own pytest_collection_modifyitems, which runs
+    before a conftest's (tests/test_packaging.py checks the grouping)."""
+    if not item.get_closest_marker("xdist_group"):
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(name, name)))
+
+
 def pytest_collection_modifyitems(config, items):
-    """GPU tests are skipped cleanly, with a reason, on machines without CUDA (CI). Under
-    pytest-xdist (`-n 2 --dist loadgroup`, scripts/test.sh) every test file is one group, so its
-    module fixtures (a trainer run, a kit build) run once, on one worker."""
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            name = item.path.name
-            item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(name, name)))
+    """GPU tests are skipped cleanly, with a reason, on machines without CUDA (CI)."""
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")

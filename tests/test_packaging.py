@@ -38,3 +38,24 @@ def test_entry_points(wheel):
     assert "[verl.plugins]\nmaspo_verl = maspo_verl.verl_plugin" in text
     for script in ["maspo-verl-train", "maspo-verl-data", "maspo-verl-eval", "maspo-verl-report"]:
         assert f"\n{script} = " in text, script
+
+
+def test_each_test_file_runs_on_one_xdist_worker():
+    """scripts/test.sh runs `-n 2 --dist loadgroup`; conftest.py makes each file one group, so a
+    file's module fixtures (a trainer run) run once. Here two files' tests, four each, must each
+    land on one worker, their ids carrying the group (xdist's load scheduling alone spreads them)."""
+    tests = Path(__file__).resolve().parent
+    chosen = "defaults_and_spec or hand_computed or rho0 or upper_bound_cap or micro_batch or reduce_sum"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v", "-p", "no:cacheprovider",
+         str(tests / "test_bapo_math.py"), str(tests / "test_dac_math.py"), "-k", chosen],
+        capture_output=True, text=True, timeout=300, cwd=tests.parent,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    workers = {}  # file -> the workers that ran its tests
+    for line in result.stdout.splitlines():
+        if " PASSED " in line and line.startswith("[gw"):
+            test_id = line.split(" PASSED ")[1].strip()
+            assert "@" in test_id, f"no group in the test id {test_id!r}: xdist saw no group"
+            workers.setdefault(test_id.split("::")[0], set()).add(line.split("]")[0])
+    assert len(workers) == 2 and all(len(ran) == 1 for ran in workers.values()), workers
