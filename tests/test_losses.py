@@ -160,7 +160,9 @@ def test_settings_of_one_loss_with_another_loss_mode_are_refused(name):
 
 def test_unregistered_loss_mode_is_refused_on_the_driver():
     config = compose_ours("algorithm=grpo", "actor_rollout_ref.actor.policy_loss.loss_mode=masp")
-    with pytest.raises(ValueError, match=r"loss_mode='masp' is not a registered policy loss\. Losses of the installed verl .*maspo"):
+    with pytest.raises(
+        ValueError, match=r"loss_mode='masp' is not a registered policy loss\. Losses of the installed verl .*maspo"
+    ):
         check_algorithm_config(config)
 
 

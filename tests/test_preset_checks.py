@@ -12,9 +12,9 @@ from hydra import initialize_config_dir
 from verl.trainer.ppo import core_algos
 
 from maspo_verl.bench.sweep import available_presets, available_recipes
-from maspo_verl.preflight.algorithm import check_algorithm_config
 from maspo_verl.launch import compose_config
 from maspo_verl.preflight import presets as preset_checks
+from maspo_verl.preflight.algorithm import check_algorithm_config
 from maspo_verl.preflight.presets import (
     VERL_LOSS_RELEASES,
     check_presets_and_recipes,

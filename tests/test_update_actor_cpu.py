@@ -362,4 +362,3 @@ def test_entropy_advantage_uses_the_entropy_of_the_same_forward_pass(runs):
     # verl computed the entropy because the shaper asked (calculate_entropy), and only then
     assert "actor/entropy_loss" in logged and "actor/entropy_loss" not in plain["logged"]
     assert not [name for name in plain["logged"] if name.startswith("actor/shaper/")]
-
