@@ -9,7 +9,7 @@ source "$root/scripts/setup_gpu_stack.sh"
 cd "$root"
 ruff check .
 ruff format --check .
-# two processes, one test file each at a time (conftest.py groups them): on 2 cores a trainer
-# launch keeps one core busy for most of its start-up, so two files side by side take about
-# half the time (docs/benchmarks.md#the-test-suite). MASPO_TEST_WORKERS=0 runs in one process.
-python -m pytest -q -n "${MASPO_TEST_WORKERS:-2}" --dist loadgroup "$@"
+# two processes, one test file each at a time (conftest.py groups them and puts the files that
+# launch verl's trainer first, costliest first; --no-loadscope-reorder keeps that order instead of
+# xdist's by test count). MASPO_TEST_WORKERS=0 runs in one process.
+python -m pytest -q -n "${MASPO_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder "$@"

@@ -45,6 +45,15 @@ DAPO_OVERRIDES = ["algorithm=dapo", "actor_rollout_ref.rollout.n=2", "actor_roll
 # grpo checkpoint that the evaluator's test reads) run on the same pytest-xdist worker.
 SHARED_GROUPS = {"test_e2e_kit.py": "kit_session", "test_eval_e2e.py": "kit_session"}
 
+# The groups that launch verl's trainer, in the order xdist hands them out (scripts/test.sh turns
+# off its reordering by test count). Seconds of a worker in a clean-clone run of scripts/test.sh,
+# 2026-12-07: kit_session 1480, recipes 1180, bench 470, e2e_dp 320, wheel 200, kit 150. Each
+# worker starts with two groups (1st and 3rd, 2nd and 4th), then takes the next as it finishes:
+# the two longest on different workers, each with a shorter one, so the workers end close together
+# instead of one waiting on a launch the other could have run. Every other file keeps its order.
+COSTLIEST_FIRST = ["kit_session", "test_recipes_cpu.py", "test_wheel.py", "test_bench.py", "test_e2e_dp.py",
+                   "test_kit.py", "test_preflight_keys.py"]  # fmt: skip
+
 # a key of wandb's shape for tests of runs that log to wandb (the paper recipes do); not a real one
 FAKE_WANDB_KEY = "fake0wandb0key0for0the0preflight0tests00"
 
@@ -62,12 +71,19 @@ def pytest_itemcollected(item):
     test is collected: xdist reads the groups in its own pytest_collection_modifyitems, which runs
     before a conftest's (tests/test_packaging.py checks the grouping)."""
     if not item.get_closest_marker("xdist_group"):
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(name, name)))
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+
+
+def _group(item) -> str:
+    name = item.path.name
+    return SHARED_GROUPS.get(name, name)
 
 
 def pytest_collection_modifyitems(config, items):
-    """GPU tests are skipped cleanly, with a reason, on machines without CUDA (CI)."""
+    """The costliest groups first (COSTLIEST_FIRST); GPU tests are skipped cleanly, with a reason,
+    on machines without CUDA (CI)."""
+    rank = {group: index for index, group in enumerate(COSTLIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: each file keeps its order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
