@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf, open_dict
 
 from maspo_verl.preflight import check_batch_sizes, check_data, dry_run, preflight
-from verl_config import leaves
+from maspo_verl.preflight.presets import leaves
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "examples" / "paper"

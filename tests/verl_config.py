@@ -52,13 +52,3 @@ def actor_configs(cases: dict, modes: list) -> dict:
             composed.actor_rollout_ref.actor.loss_agg_mode = mode
             configs[case, mode] = build_actor_config(composed)
     return configs
-
-
-def leaves(node, prefix="") -> dict:
-    """{"a.b.c": value} for every leaf of a nested dict (an OmegaConf container)."""
-    if isinstance(node, dict):
-        found = {}
-        for key, value in node.items():
-            found.update(leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-        return found
-    return {prefix: node}
