@@ -29,6 +29,7 @@ from maspo_verl.bench.summary import (
     check_replicate,
     failed_checks,
     held_out_curve,
+    late_mean,
     mark_findings,
     markdown,
     paired,
@@ -196,8 +197,8 @@ def test_held_out_curve_starts_at_the_warm_start():
     assert held_out_curve(result, WARM) == {0: (0.2, 0.01), 10: (0.4, 0.01), 20: (0.6, 0.01)}
 
 
-def _fake_run(out: Path, regime, preset, seed, accuracies, status="done", write=False):
-    """A finished run: verl's metrics for 8 steps and probes at steps 4 and 8 (with `write`, its
+def _fake_run(out: Path, regime, preset, seed, accuracies, status="done", write=False, probe_steps=(4, 8)):
+    """A finished run: verl's metrics for 8 steps and probes at `probe_steps` (with `write`, its
     result.json too, as the sweep leaves it)."""
     run_dir = out / regime / preset / f"seed{seed}"
     run_dir.mkdir(parents=True)
@@ -213,8 +214,8 @@ def _fake_run(out: Path, regime, preset, seed, accuracies, status="done", write=
                                                  "actor/pg_weight/neg_above_share": 0.02 * step,
                                                  "training/rollout_probs_diff_max": 1e-6 * step}})  # fmt: skip
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-        probes = {str(step): _probe(acc) for step, acc in zip((4, 8), accuracies)}
-        final = probes["8"]
+        probes = {str(step): _probe(acc) for step, acc in zip(probe_steps, accuracies)}
+        final = probes[str(probe_steps[-1])]
         result.update(probes=probes, final_sampled_acc=final["sampled_acc"], final_sampled_acc_se=0.01,
                       final_greedy_acc=final["greedy_acc"], final_greedy_acc_se=0.02, final_pass_at_k=final["pass_at_k"])  # fmt: skip
     if write:
@@ -257,8 +258,11 @@ def test_summary_figures_spread_and_pairing_against_grpo(tmp_path):
     t = 0.075 / (statistics.stdev(diffs) / math.sqrt(2))
     assert pair["final_sampled_acc"]["p"] == pytest.approx(1 - 2 * math.atan(t) / math.pi, rel=1e-6)
     # one comparison in the family: Holm changes nothing, and the instrument failed: no finding
-    assert pair["final_sampled_acc"]["p_holm"] == pytest.approx(pair["final_sampled_acc"]["p"])
-    assert pair["final_sampled_acc"]["finding"] is False
+    # the headline (late accuracy; here the last probe alone, at step 8 of 8) carries Holm and the finding
+    assert pair["late_sampled_acc"]["p"] == pytest.approx(pair["final_sampled_acc"]["p"])
+    assert pair["late_sampled_acc"]["p_holm"] == pytest.approx(pair["late_sampled_acc"]["p"])
+    assert pair["late_sampled_acc"]["finding"] is False
+    assert "p_holm" not in pair["final_sampled_acc"]
     # this regime's runs: the IQM over maspo's three runs (too few for a bootstrap interval)
     aggregates = block["aggregates"]["presets"]
     assert aggregates["maspo"]["iqm"] == pytest.approx(stats.iqm([0.7, 0.45, 0.9]))
@@ -269,10 +273,34 @@ def test_summary_figures_spread_and_pairing_against_grpo(tmp_path):
     assert "| dapo | 0 |" in text and "seed 0 |" in text  # the failed run is in the table
     assert "| maspo | 2 | +0.075 ± 0.025 |" in text
     assert "| grpo | 2 | 0.500 ± 0.100 |" in text  # mean ± standard error over seeds
-    assert "| maspo | 1 | 0.450 ± 0.010 | 0.550 ± 0.020 | 0: 0.200, 4: 0.400, 8: 0.450 |" in text
+    assert "| maspo | 1 | 0.450 | 0.450 ± 0.010 | 0.550 ± 0.020 | 0: 0.200, 4: 0.400, 8: 0.450 |" in text
     assert "| maspo | 3 | 0.683 | - (3 runs: too few for a bootstrap interval (needs 6)) |" in text
     assert "Warm start (step 0 of every curve): held-out accuracy 0.200 ± 0.010" in text
     assert "0.00 [0.00, 0.00]" not in text
+
+
+def test_the_headline_is_the_mean_of_the_probes_in_the_runs_last_third(tmp_path):
+    """A 30-step run probed every 5 steps: its late accuracy is the mean of the probes at steps 20,
+    25 and 30; probed every 10, of 20 and 30; and it, not the final probe, is what the paired
+    comparison tests and the instrument checks read."""
+    accuracies = (0.30, 0.50, 0.45, 0.70, 0.60, 0.62)
+    every5 = {"probes": {str(step): _probe(acc) for step, acc in zip(range(5, 31, 5), accuracies)}}
+    assert late_mean(held_out_curve(every5, WARM)) == pytest.approx((0.70 + 0.60 + 0.62) / 3)
+    every10 = {"probes": {"10": _probe(0.5), "20": _probe(0.7), "30": _probe(0.6)}}
+    assert late_mean(held_out_curve(every10, WARM)) == pytest.approx((0.7 + 0.6) / 2)
+    assert late_mean(held_out_curve({"probes": {"30": _probe(0.6)}}, WARM)) == pytest.approx(0.6)
+
+    steps = (2, 4, 6, 8)  # the last third of 8 steps: 6 and 8
+    grpo = {s: (0.5, 0.6, 0.7, 0.6 + 0.1 * s) for s in range(3)}
+    maspo = {s: (0.5, 0.6, 0.5 + 0.02 * s, 0.6 + 0.1 * s) for s in range(3)}  # the same final probe, a lower step 6
+    results = {f"{preset}{seed}": _fake_run(tmp_path, "stress", preset, seed, accs, probe_steps=steps)
+               for preset, runs in (("grpo", grpo), ("maspo", maspo)) for seed, accs in runs.items()}  # fmt: skip
+    block = summarize(results, tmp_path, warm=WARM, target=0.5)["regimes"]["stress"]
+    assert block["paired"]["maspo"]["final_sampled_acc"]["values"] == pytest.approx([0, 0, 0])
+    assert block["paired"]["maspo"]["late_sampled_acc"]["values"] == pytest.approx([-0.1, -0.09, -0.08])
+    assert block["power"]["figure"] == "late_sampled_acc" and "p_holm" in block["paired"]["maspo"]["late_sampled_acc"]
+    assert block["presets"]["grpo"]["late_sampled_acc"]["mean"] == pytest.approx(statistics.fmean(
+        (0.7 + 0.6 + 0.1 * s) / 2 for s in range(3)))  # fmt: skip
 
 
 def _regime(tmp_path, accuracies: dict, regime="standard"):
@@ -297,7 +325,7 @@ def test_holm_decides_the_findings_and_its_intervals_match_the_decisions(tmp_pat
     block = summary["regimes"]["standard"]
     checks = {c["check"].split(" (")[0].split(":")[0]: c["passed"] for c in block["checks"]}
     assert all(checks.values()), block["checks"]
-    rows = {p: block["paired"][p]["final_sampled_acc"] for p in shifts}
+    rows = {p: block["paired"][p]["late_sampled_acc"] for p in shifts}
     raw = {p: row["p"] for p, row in rows.items()}
     order = sorted(raw, key=raw.get)
     expected, running = {}, 0.0
@@ -315,7 +343,7 @@ def test_holm_decides_the_findings_and_its_intervals_match_the_decisions(tmp_pat
         excludes_zero = row["ci_holm"][1] < 0 or row["ci_holm"][0] > 0
         assert excludes_zero == (raw[preset] < 0.05 / (3 - rank))
     assert rows["maspo"]["finding"] and not rows["dapo"]["finding"]
-    assert "p_holm" not in block["paired"]["replicate"]["final_sampled_acc"]
+    assert "p_holm" not in block["paired"]["replicate"]["late_sampled_acc"]
     text = markdown(summary)
     assert "INSTRUMENT CHECK FAILED" not in text and "| maspo | 8 |" in text and "**finding**" in text
     assert exit_status(summary) == 0

@@ -3,7 +3,8 @@ lowest to the highest seed), drawn with the report's own aggregation (maspo_verl
 
 Panels: held-out accuracy (the probe, mean@8 at T=1, the warm start at step 0), training reward,
 policy entropy, the share of policy-gradient weight the loss removed relative to -A * rho (the
-same figure for every loss, docs/algorithms.md), the final accuracy per preset with every seed,
+same figure for every loss, docs/algorithms.md), the headline figure (kit: the late accuracy,
+the mean of the probes in the run's last third) per preset with every seed,
 and each preset's paired difference with grpo with its Holm-level interval (the controls: their
 95% interval). The instrument's controls (lr0, replicate, no_trust_region) are drawn dashed.
 """
@@ -110,6 +111,9 @@ def _paired_bars(ax, block: dict, colors: dict, headline: str, label: str) -> No
     """Each preset minus grpo on the same seeds: the headline figure, mean and its Holm-level t
     interval (a control: its 95% interval); a finding is starred."""
     rows = [(preset, row[headline]) for preset, row in block["paired"].items() if row[headline]["mean"] is not None]
+    if not rows:  # a sweep without grpo (or without a seed grpo shares) has nothing to pair
+        ax.text(0.5, 0.5, "no seed shared with grpo:\nnothing to pair", transform=ax.transAxes, ha="center",
+                va="center", fontsize=9, color="gray")  # fmt: skip
     for index, (preset, stat) in enumerate(rows):
         low, high = stat.get("ci_holm", stat["ci"])
         if stat.get("finding"):
@@ -123,13 +127,14 @@ def _paired_bars(ax, block: dict, colors: dict, headline: str, label: str) -> No
     mdd = block["power"]["mdd"]
     if mdd is not None and math.isfinite(mdd):
         ax.axvspan(-mdd, mdd, color="gray", alpha=0.12, linewidth=0)
-        ax.text(mdd, len(rows) - 0.5, " minimal detectable", fontsize=7, color="gray", va="bottom")
+        # centred in its band, so it never runs past the panel's right edge
+        ax.text(0, len(rows) - 0.5, "minimal detectable", fontsize=7, color="gray", ha="center", va="bottom")
     ax.set(title=f"paired with grpo: Δ {label} (Holm-level CI; * finding)", xlabel="difference")
     ax.grid(alpha=0.3, axis="x")
 
 
 def _final_bars(ax, block: dict, presets: list[str], colors: dict, headline: str, label: str) -> None:
-    """Final sampled accuracy per preset: mean over seeds with ± 1 standard deviation, every seed
+    """The headline figure per preset: mean over seeds with ± 1 standard deviation, every seed
     as a small dot; the grpo mean as a dashed line. Points, not bars: the differences are small
     next to the accuracy itself."""
     for index, preset in enumerate(presets):
@@ -146,7 +151,9 @@ def _final_bars(ax, block: dict, presets: list[str], colors: dict, headline: str
     baseline = block["presets"].get("grpo", {}).get(headline, {}).get("mean")
     if baseline is not None:
         ax.axhline(baseline, color="gray", linestyle="--", linewidth=1)
-        ax.text(len(presets) - 0.5, baseline, " grpo", va="bottom", ha="right", fontsize=8, color="gray")
+        # x in axes coordinates: at the panel's right edge whatever the number of presets
+        ax.text(1.0, baseline, "grpo ", transform=ax.get_yaxis_transform(), va="bottom", ha="right", fontsize=8,
+                color="gray")  # fmt: skip
     ax.set_xticks(range(len(presets)), presets, rotation=60, ha="right", fontsize=8)
     ax.set(title=f"{label} (± 1 sd, small dots: seeds)", ylabel=label)
     ax.grid(alpha=0.3, axis="y")

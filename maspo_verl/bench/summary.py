@@ -2,6 +2,12 @@
 instrument can compare anything at all.
 
 Per kit run (from the probes in result.json, the sweep's warm-start probe and verl's metrics):
+- `late_sampled_acc`, the kit's headline: the mean sampled accuracy of the probes in the run's last
+  third (probed steps at or after LATE_FROM of the last one: 20, 25 and 30 of a 30-step run probed
+  every 5). Several probes of one run average out the probe's sampling and the step-to-step swings
+  of a run's accuracy, which the final probe alone carries: in the stress regime (4 seeds) the
+  paired differences' sd was 0.035 against 0.058 for the A/A control, 0.031 against 0.064 for maspo
+  (docs/mini-benchmark.md#the-headline-figure);
 - `final_sampled_acc`, `final_greedy_acc` (+ `_se`): the final model on the held-out prompts,
   mean@8 at T=1 / greedy, standard error over prompts; `final_pass_at_8`: unbiased pass@8;
 - `gain`: final sampled accuracy minus the warm start's;
@@ -56,8 +62,9 @@ BASELINE = "grpo"
 PASS_AT = f"final_pass_at_{PROBE_SAMPLES}"
 WEIGHT_REMOVED = "actor/pg_weight/removed"
 NEG_ABOVE_SHARE = "actor/pg_weight/neg_above_share"
+LATE_FROM = 2 / 3  # the late probes: at or after this fraction of the last probed step
 LEARNS_BY = 0.10  # grpo must gain at least this much held-out accuracy on every seed
-MAX_MDD = 0.05  # the largest minimal detectable difference a comparison's seeds may leave
+MAX_MDD = 0.06  # the largest minimal detectable difference a comparison's seeds may leave
 ALPHA = stats.ALPHA  # a finding: Holm-adjusted p-value below this
 PIPELINE, HARM = "lr0", "no_trust_region"
 CHECK_FAILED_STATUS = 3  # the exit status of `python -m maspo_verl.bench` when a check did not pass
@@ -98,6 +105,13 @@ def _tail_mean(steps: dict[int, dict], key: str) -> float | None:
     return sum(tail) / len(tail)
 
 
+def late_mean(curve: dict) -> float:
+    """The mean accuracy of the curve's probes at or after LATE_FROM of its last step."""
+    last = max(curve)
+    late = [accuracy for step, (accuracy, _) in curve.items() if step >= LATE_FROM * last]
+    return sum(late) / len(late)
+
+
 def _curve_figures(curve: dict, target: float | None) -> dict:
     points = sorted(curve)
     if not points:
@@ -134,11 +148,13 @@ def kit_figures(run_dir: Path, result: dict, warm: dict, target: float) -> dict:
     """The per-run figures of a finished (`done`) kit run."""
     steps = read_steps(run_dir / "metrics.jsonl")
     finals = ("final_sampled_acc", "final_sampled_acc_se", "final_greedy_acc", "final_greedy_acc_se")
+    curve = held_out_curve(result, warm)
     return {
+        "late_sampled_acc": late_mean(curve),
         **{key: result[key] for key in finals},
         PASS_AT: result["final_pass_at_k"][str(PROBE_SAMPLES)],
         "gain": result["final_sampled_acc"] - warm["sampled_acc"],
-        **_curve_figures(held_out_curve(result, warm), target),
+        **_curve_figures(curve, target),
         **training_figures(steps, result),
     }
 
@@ -161,8 +177,9 @@ def recipe_figures(run_dir: Path, result: dict, target: float | None) -> dict:
 # then the per-preset table's columns (key, header, digits).
 KINDS = {
     "kit": {
-        "compared": ["final_sampled_acc", "final_greedy_acc", PASS_AT, "auc"],
+        "compared": ["late_sampled_acc", "final_sampled_acc", "final_greedy_acc", PASS_AT, "auc"],
         "columns": [
+            ("late_sampled_acc", "late acc", 3),
             ("final_sampled_acc", "final acc", 3),
             ("final_greedy_acc", "final greedy acc", 3),
             (PASS_AT, f"pass@{PROBE_SAMPLES}", 3),
@@ -185,6 +202,7 @@ COMMON_COLUMNS = [("entropy_end", "entropy (end)", 3), ("response_length", "resp
                   ("weight_removed", "PG weight removed", 3), ("neg_above_share", "A<0, r>1 share", 3),
                   ("mismatch", "mismatch", "e"),
                   ("seconds_per_step", "s / step", 2), ("startup_seconds", "start-up s", 1)]  # fmt: skip
+KIT_HEADERS = {key: header for key, header, _ in KINDS["kit"]["columns"]}  # the instrument checks' names
 
 
 def spread(values: list) -> dict:
@@ -240,7 +258,7 @@ def mark_findings(pairs: dict, figure: str, checks_passed: bool | None, alpha: f
         stat["finding"] = None if checks_passed is None else bool(significant and checks_passed)
 
 
-def power(pairs: dict, figure: str = "final_sampled_acc") -> dict:
+def power(pairs: dict, figure: str = "late_sampled_acc") -> dict:
     """The minimal detectable difference in `figure` of each comparison (not the controls) at the
     number of seeds it pairs, from the spread of the paired differences pooled over the compared
     presets; `mdd` and `seeds`: the comparison that resolves least. `by_seeds`: at other numbers."""
@@ -302,7 +320,7 @@ def check_replicate(pairs: dict, power_figures: dict, figure: str) -> dict:
     floor = (f"; its sd {row['std']:.3f} is the noise floor (the compared presets' pooled sd: "
              f"{'-' if pooled is None else f'{pooled:.3f}'})")  # fmt: skip
     return {"check": name, "passed": bool(low <= 0 <= high and not identical),
-            "detail": f"Δ final acc vs grpo {_signed(row)}, 95% CI [{low:+.3f}, {high:+.3f}] (needs 0 inside, and "
+            "detail": f"Δ {KIT_HEADERS[figure]} vs grpo {_signed(row)}, 95% CI [{low:+.3f}, {high:+.3f}] (needs 0 inside, and "
                       "differences that are not all 0" + ("; every one is 0: the two runs did not sample "
                       "independently" if identical else "") + f"){floor}"}  # fmt: skip
 
@@ -314,7 +332,7 @@ def check_harm(pairs: dict, figure: str) -> dict:
     row = pairs[HARM][figure]
     low, high = row["ci"]
     return {"check": name, "passed": bool(high is not None and high < 0),
-            "detail": f"Δ final acc vs grpo {_signed(row)}, 95% CI {_ci(row['ci'])} (needs the CI below 0)"}  # fmt: skip
+            "detail": f"Δ {KIT_HEADERS[figure]} vs grpo {_signed(row)}, 95% CI {_ci(row['ci'])} (needs the CI below 0)"}  # fmt: skip
 
 
 def check_power(power_figures: dict) -> dict:
@@ -328,7 +346,7 @@ def check_power(power_figures: dict) -> dict:
 
 
 def instrument_checks(runs: dict, pairs: dict, power_figures: dict, warm: dict,
-                      figure: str = "final_sampled_acc") -> list[dict]:  # fmt: skip
+                      figure: str = "late_sampled_acc") -> list[dict]:  # fmt: skip
     """Whether this regime's kit sweep is an instrument that can tell methods apart: [{check, passed, detail}]."""
     return [check_learns(runs), check_pipeline(runs, warm), check_replicate(pairs, power_figures, figure),
             check_harm(pairs, figure), check_power(power_figures)]  # fmt: skip
@@ -544,9 +562,10 @@ def banner(failed: dict) -> str:
 
 def _runs_table(block: dict, kind: str) -> list[str]:
     if kind == "kit":
-        lines = ["Every run: the final model's accuracy ± its standard error over the held-out prompts.", "",
-                 "| preset | seed | final acc | final greedy acc | held-out curve (step: accuracy) |",
-                 "|---|---|---|---|---|"]  # fmt: skip
+        lines = ["Every run: the mean accuracy of its late probes (the headline), and the final model's accuracy ± "
+                 "its standard error over the held-out prompts.", "",
+                 "| preset | seed | late acc | final acc | final greedy acc | held-out curve (step: accuracy) |",
+                 "|---|---|---|---|---|---|"]  # fmt: skip
     else:
         lines = ["Every run: Avg@k per benchmark (the evaluator's summary is in the run's eval folder).", "",
                  "| preset | seed | Avg@k | per benchmark | validation curve (step: mean accuracy) |",
@@ -555,7 +574,7 @@ def _runs_table(block: dict, kind: str) -> list[str]:
         for seed, figures in seeds.items():
             curve = ", ".join(f"{step}: {point[0]:.3f}" for step, point in figures["curve"].items())
             if kind == "kit":
-                lines.append(f"| {preset} | {seed} | {_run_cell(figures, 'final_sampled_acc')} "
+                lines.append(f"| {preset} | {seed} | {figures['late_sampled_acc']:.3f} | {_run_cell(figures, 'final_sampled_acc')} "
                              f"| {_run_cell(figures, 'final_greedy_acc')} | {curve} |")  # fmt: skip
             else:
                 each = ", ".join(f"{name} {value:.3f}" for name, value in figures["benchmarks"].items())
