@@ -568,6 +568,30 @@ def test_the_cli_plans_without_running_on_a_recipe_and_on_the_kit(tmp_path):
     assert f"{len(available_presets())} runs on the tiny kit (CPU)" in kit.stdout and not (tmp_path / "kit").exists()
 
 
+def test_the_offpolicy_study_script_plans_every_method_variant_and_control_on_both_regimes(tmp_path):
+    """examples/bench/offpolicy_study.sh with PLAN=1: the issue's methods, MASPO's ablations and its
+    two mechanism variants (their overrides on the maspo preset) x seeds x 2 regimes, the controls
+    (planned on 2 seeds, as planning each run composes its config; the default is 8)."""
+    script = Path(__file__).resolve().parents[1] / "examples/bench/offpolicy_study.sh"
+    assert "SEEDS=${SEEDS:-0,1,2,3,4,5,6,7}" in script.read_text()
+    env = dict(os.environ, PLAN="1", OUT=str(tmp_path / "study"), SEEDS="0,1")
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    methods = ["grpo", "dapo", "maspo", "maspo_gate_only", "maspo_no_mass", "maspo_no_risk", "maspo_two_sided", "sapo",
+               "cispo", "dppo_tv", "maspo_dual_clip", "maspo_sigma02", "replicate", "no_trust_region"]  # fmt: skip
+    for regime in ("stress", "standard"):
+        for seed in range(2):
+            for preset in methods + (["lr0"] if seed == 0 else []):
+                assert f"\n{regime}/{preset}/seed{seed}\n" in result.stdout, (regime, preset, seed)
+    assert f"{2 * (2 * len(methods) + 1)} runs on the tiny kit (CPU)" in result.stdout
+    blocks = dict(block.split("\n", 1) for block in result.stdout.split("\n\n") if block.startswith("stress/maspo_"))
+    assert "algorithm=maspo " in blocks["stress/maspo_dual_clip/seed1"]
+    assert "actor_rollout_ref.actor.policy_loss.dual_clip_c=3" in blocks["stress/maspo_dual_clip/seed1"]
+    assert "actor_rollout_ref.actor.policy_loss.sigma_base=0.2" in blocks["stress/maspo_sigma02/seed1"]
+    assert "dual_clip_c" not in blocks["stress/maspo_sigma02/seed1"]
+    assert not (tmp_path / "study").exists()
+
+
 def test_the_dry_run_checks_every_run_and_names_the_ones_that_fail(tmp_path, monkeypatch, capsys):
     from maspo_verl.bench.plan import dry_run
     from maspo_verl.bench.sweep import plan_recipes
