@@ -10,7 +10,7 @@ final-probe difference (the two runs' squared standard errors over prompts, an u
 the probe's common random numbers correlate the two draws) as a share of the paired variance,
 and the sd left with a probe 4 times as large.
 
-    python benchmarks/headline_spread.py /work/bench_runs/search_stress --regime stress
+    python benchmarks/headline_spread.py /work/bench_runs/stress8 --regime stress
 """
 
 from __future__ import annotations

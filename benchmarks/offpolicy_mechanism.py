@@ -10,7 +10,7 @@ seeds of the per-step mean (and of the run's largest value for `max`) of:
 And a PNG of the q90s, the A<0, r>1 share and the weight removed against the training step
 (mean over seeds).
 
-    python benchmarks/offpolicy_mechanism.py /work/bench_runs/search_stress --regime stress --png docs/img/x.png
+    python benchmarks/offpolicy_mechanism.py /work/bench_runs/stress8 --regime stress --png docs/img/x.png
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`python -m maspo_verl.bench`: presets x seeds through verl's trainer, compared with the statistics they need.
 
-    python -m maspo_verl.bench                                   # the tiny kit on CPU: main presets x 8 seeds + 2 controls
+    python -m maspo_verl.bench                                   # the tiny kit on CPU: main presets x 8 seeds + 3 controls
     python -m maspo_verl.bench --regimes stress                  # 16 off-policy updates per rollout
     python -m maspo_verl.bench --presets all --seeds 0,1,2       # every preset: verl's other losses and MASPO's ablations too
     python -m maspo_verl.bench --presets all --plan              # the runs and their configs; runs nothing
