@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     kit.add_argument("--task", default=DEFAULT_TASK, help=f"the kit's task, from {', '.join(KIT_PRESETS)} "
                      f"(default {DEFAULT_TASK}; docs/mini-benchmark.md says why)")  # fmt: skip
     # 5: the headline averages the probes of a run's last third; three of them (20, 25, 30 of 30 steps)
-    # left an A/A sd of 0.037 in the stress regime, two (20, 30) 0.051 (docs/mini-benchmark.md#the-headline-figure)
+    # left an A/A sd of 0.032 in the stress regime, two (20, 30) 0.045 (docs/mini-benchmark.md#the-headline-figure)
     kit.add_argument("--probe-every", type=int, default=5,
                      help="probe held-out accuracy every N steps, and at the end (default 5)")  # fmt: skip
     kit.add_argument(

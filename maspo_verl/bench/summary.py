@@ -6,7 +6,8 @@ Per kit run (from the probes in result.json, the sweep's warm-start probe and ve
   third (probed steps at or after LATE_FROM of the last one: 20, 25 and 30 of a 30-step run probed
   every 5). Several probes of one run average out the probe's sampling and the step-to-step swings
   of a run's accuracy, which the final probe alone carries: in the stress regime (8 seeds) the
-  paired differences' sd was 0.037 against 0.058 for the A/A control, 0.037 against 0.079 for maspo
+  paired differences' sd was 0.032 against 0.090 for the A/A control, 0.049 against 0.094 for the
+  compared presets
   (docs/mini-benchmark.md#the-headline-figure);
 - `final_sampled_acc`, `final_greedy_acc` (+ `_se`): the final model on the held-out prompts,
   mean@8 at T=1 / greedy, standard error over prompts; `final_pass_at_8`: unbiased pass@8;
