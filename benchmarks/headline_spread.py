@@ -22,29 +22,21 @@ import statistics
 from pathlib import Path
 
 from maspo_verl.bench import stats
-from maspo_verl.bench.summary import BASELINE, late_mean
-from maspo_verl.bench.sweep import CONTROLS, REPLICATE
+from maspo_verl.bench.summary import BASELINE, held_out_curve, late_mean
+from maspo_verl.bench.sweep import CONTROLS, REPLICATE, finished_runs, read_result
 
 LARGER_PROBE = 4  # times the held-out prompts
 
 
 def load(out: Path, regime: str) -> dict:
     """{preset: {seed: result}} of the regime's finished runs."""
-    runs: dict = {}
-    for path in sorted((out / regime).glob("*/seed*/result.json")):
-        result = json.loads(path.read_text())
-        if result["status"] == "done":
-            runs.setdefault(path.parts[-3], {})[int(path.parts[-2][4:])] = result
-    return runs
+    return {preset: {seed: read_result(run_dir) for seed, run_dir in seeds.items()}
+            for preset, seeds in finished_runs(out, regime).items()}  # fmt: skip
 
 
 def curve(result: dict, warm: dict, every: int | None = None) -> dict:
-    """{step: (sampled accuracy, se)} from step 0 (the warm start), only multiples of `every` if given."""
-    points = {0: (warm["sampled_acc"], warm["sampled_acc_se"])}
-    for step, probe in result["probes"].items():
-        if every is None or int(step) % every == 0:
-            points[int(step)] = (probe["sampled_acc"], probe["sampled_acc_se"])
-    return points
+    """The run's held-out curve, only at multiples of `every` if given (step 0, the warm start, always)."""
+    return {step: point for step, point in held_out_curve(result, warm).items() if every is None or step % every == 0}
 
 
 FIGURES = {

@@ -16,7 +16,6 @@ And a PNG of the q90s, the A<0, r>1 share and the weight removed against the tra
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from maspo_verl.bench.plots import preset_colors  # noqa: E402
 from maspo_verl.bench.summary import read_steps  # noqa: E402
+from maspo_verl.bench.sweep import finished_runs  # noqa: E402
 
 PER_STEP = {  # column -> metric, averaged over a run's steps
     "A>0,r>1 q90": "actor/ratio/pos_above/q90",
@@ -43,11 +43,8 @@ UNPLOTTED = {"lr0"}  # no update: every ratio 1
 
 def runs_of(out: Path, regime: str) -> dict:
     """{preset: [steps of each finished seed]}."""
-    found: dict = {}
-    for result in sorted((out / regime).glob("*/seed*/result.json")):
-        if json.loads(result.read_text())["status"] == "done":
-            found.setdefault(result.parts[-3], []).append(read_steps(result.parent / "metrics.jsonl"))
-    return found
+    return {preset: [read_steps(run_dir / "metrics.jsonl") for run_dir in seeds.values()]
+            for preset, seeds in finished_runs(out, regime).items()}  # fmt: skip
 
 
 def run_figure(steps: dict, key: str, reduce) -> float | None:

@@ -37,7 +37,15 @@ from maspo_verl.bench.summary import (
     spread,
     summarize,
 )
-from maspo_verl.bench.sweep import CONTROLS, MAIN_PRESETS, REGIMES, BenchInputError, available_presets, plan_kit
+from maspo_verl.bench.sweep import (
+    CONTROLS,
+    MAIN_PRESETS,
+    REGIMES,
+    BenchInputError,
+    available_presets,
+    finished_runs,
+    plan_kit,
+)
 from maspo_verl.kit.chain import ChainProblem, random_problem, split_problems
 from maspo_verl.kit.reward import compute_chain_score
 
@@ -221,6 +229,22 @@ def _fake_run(out: Path, regime, preset, seed, accuracies, status="done", write=
     if write:
         (run_dir / "result.json").write_text(json.dumps(result))
     return result
+
+
+def test_finished_runs_lists_a_regimes_done_runs_and_nothing_else(tmp_path):
+    """What the tools of benchmarks/ read from a sweep's folder: done runs of the regime asked for;
+    a failed run, a run still going (no result.json) and another regime's runs are left out."""
+    _fake_run(tmp_path, "stress", "grpo", 0, (0.4, 0.6), write=True)
+    _fake_run(tmp_path, "stress", "grpo", 11, (0.4, 0.6), write=True)
+    _fake_run(tmp_path, "stress", "maspo", 0, (0.4, 0.6), write=True)
+    _fake_run(tmp_path, "stress", "maspo", 1, (0.4, 0.6), status="failed", write=True)
+    _fake_run(tmp_path, "stress", "sapo", 0, (0.4, 0.6))  # still running: no result.json
+    _fake_run(tmp_path, "standard", "grpo", 0, (0.4, 0.6), write=True)
+    assert finished_runs(tmp_path, "stress") == {
+        "grpo": {0: tmp_path / "stress/grpo/seed0", 11: tmp_path / "stress/grpo/seed11"},
+        "maspo": {0: tmp_path / "stress/maspo/seed0"},
+    }
+    assert finished_runs(tmp_path, "missing") == {}
 
 
 def test_summary_figures_spread_and_pairing_against_grpo(tmp_path):

@@ -296,6 +296,17 @@ def read_result(run_dir: Path) -> dict | None:
         return None
 
 
+def finished_runs(out: Path, regime: str) -> dict[str, dict[int, Path]]:
+    """{preset: {seed: run folder}} of a regime's runs that finished (`done`) in a sweep's folder,
+    whatever plan made them: for tools that read a sweep after the fact (benchmarks/)."""
+    found: dict = {}
+    for run_dir in sorted(path.parent for path in (out / regime).glob("*/seed*/result.json")):
+        result = read_result(run_dir)
+        if result is not None and result["status"] == "done":
+            found.setdefault(run_dir.parent.name, {})[int(run_dir.name.removeprefix("seed"))] = run_dir
+    return found
+
+
 def write_result(run_dir: Path, result: dict) -> None:
     partial = run_dir / "result.json.partial"
     partial.write_text(json.dumps(result, indent=2))
