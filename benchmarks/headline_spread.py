@@ -59,8 +59,11 @@ def main() -> None:
     parser.add_argument("--regime", default="stress")
     parser.add_argument("--seeds", type=int, default=8, help="the MDD at this many seeds (default 8)")
     args = parser.parse_args()
-    warm = json.loads((args.out / "warm_start_add.json").read_text())
-    runs = load(args.out, args.regime)
+    warm_file, runs = args.out / "warm_start_add.json", load(args.out, args.regime)
+    if not warm_file.is_file() or BASELINE not in runs:
+        parser.error(f"{args.out}: needs a kit sweep's warm_start_add.json and finished {BASELINE} runs in "
+                     f"{args.regime}/ (`python -m maspo_verl.bench --out {args.out} --regimes {args.regime}`)")  # fmt: skip
+    warm = json.loads(warm_file.read_text())
     compared = [p for p in runs if p != BASELINE and p not in CONTROLS]
     print(f"{args.out} / {args.regime}: {', '.join(f'{p} {len(s)}' for p, s in sorted(runs.items()))} runs")
     print(f"| figure | A/A sd | compared sd (pooled: {', '.join(compared)}) | MDD at {args.seeds} seeds |")

@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--png", type=Path, default=None, help="write the per-step plot here")
     args = parser.parse_args()
     runs = runs_of(args.out, args.regime)
+    if not runs:
+        parser.error(f"{args.out}: no finished run in {args.regime}/ (a folder of `python -m maspo_verl.bench --out`)")
     print("\n".join(table(runs)))
     if args.png:
         plot(runs, args.png, f"regime '{args.regime}': how far updates go off-policy (mean over seeds)")
