@@ -22,6 +22,11 @@ from verl_config import code_path
 
 pytestmark = pytest.mark.e2e
 
+# How much greedy held-out accuracy the learning run may lose against the warm start: about four
+# standard deviations below the measured mean drop (0.055, sd 0.023; the docstring below says how it
+# was measured), and half of what a run without a trust region loses (0.29 in the stress regime)
+GREEDY_DROP_BOUND = 0.15
+
 
 def run_trainer(out: Path, *overrides, entry="maspo_verl.main_ppo", env=None, kit="tiny_cpu") -> dict:
     """Run one training job in its own process; return {step: metrics} from verl's file logger."""
@@ -144,8 +149,15 @@ def test_the_rollout_samples_the_policy_being_trained(one_step_runs):
 def test_rl_on_the_kit_raises_the_training_reward_and_held_out_accuracy(one_step_runs):
     """grpo on the tiny kit for LEARNING_STEPS steps, the kit's own settings: the training reward
     rises and the final model's held-out accuracy (the benchmark's probe) beats the warm start by
-    a margin far above its standard error. The test that would have caught a kit on which RL does
-    not learn (docs/mini-benchmark.md)."""
+    a margin far above its standard error, and its greedy accuracy is not broken. The test that would
+    have caught a kit on which RL does not learn (docs/mini-benchmark.md).
+
+    Greedy accuracy is not expected to rise: the warm start's greedy answer is already right 0.969 of
+    the time, and 20 steps of grpo at T=1 cost it 0.055 on average (sd 0.023, worst -0.086 over 8
+    seeds: `python -m maspo_verl.bench --regimes standard --presets grpo --no-controls --steps 20`),
+    while sampled accuracy gains 0.216 (sd 0.017). Updates that break the policy lose far more: grpo
+    without its trust region ends 0.29 below the warm start's greedy accuracy in the stress regime
+    (mean of 8 seeds, docs/benchmarks.md)."""
     from maspo_verl.bench.sweep import model_dir, probe_model
     from maspo_verl.kit import build_kit
 
@@ -160,7 +172,7 @@ def test_rl_on_the_kit_raises_the_training_reward_and_held_out_accuracy(one_step
     warm = probe_model(build_kit(task="add", log=lambda message: None).model_dir, "add")
     final = probe_model(model_dir(out, LEARNING_STEPS), "add")
     assert final["sampled_acc"] > warm["sampled_acc"] + 0.1, (warm, final)
-    assert final["greedy_acc"] > warm["greedy_acc"] - 0.05, (warm, final)  # sharper, not broken
+    assert final["greedy_acc"] > warm["greedy_acc"] - GREEDY_DROP_BOUND, (warm, final)
 
 
 def test_dapo_filters_groups_and_penalises_overlong_responses(one_step_runs):
