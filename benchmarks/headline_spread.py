@@ -2,7 +2,7 @@
 
 For a sweep's folder (`python -m maspo_verl.bench --out <dir>`), per candidate headline figure:
 the sd of the per-seed paired differences with grpo (the A/A replicate, the compared presets
-pooled as the power check pools them) and the minimal detectable difference that sd gives at 8
+pooled as the power goal pools them) and the minimal detectable difference that sd gives at 8
 seeds. Candidates: the final probe; the mean of the late probes (the bench's headline, a run's
 last third); the same over only the probes a default sweep takes (every 10 steps); the whole
 curve's mean (AUC). Then what a larger probe could buy: the probe's own sampling variance of a
