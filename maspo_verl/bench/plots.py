@@ -80,7 +80,7 @@ def plot_regime(regime: str, block: dict, out: Path, plot_path: Path, what: str,
     compared = [preset for preset in presets if preset not in CONTROLS]
     seeds = max((len(block["presets"][preset]["seeds"]) for preset in compared), default=0)
     controls = len(presets) - len(compared)
-    fig.suptitle(f"{what}: {len(compared)} presets x {seeds} seeds" + (f" + {controls} controls" if controls else ""),
+    fig.suptitle(f"{what}: {len(compared)} settings x {seeds} seeds" + (f" + {controls} controls" if controls else ""),
                  fontsize=13)  # fmt: skip
     plot_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(plot_path, dpi=80)
