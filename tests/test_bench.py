@@ -533,7 +533,7 @@ def test_report_only_exits_3_and_ends_with_the_banner_when_a_check_fails(tmp_pat
         for seed, acc in enumerate(values):
             _fake_run(tmp_path, "standard", preset, seed, (acc - 0.1, acc), write=True)
     result = subprocess.run([sys.executable, "-m", "maspo_verl.bench", "--presets", "grpo,maspo", "--seeds", "0,1",
-                             "--no-controls", "--report-only", "--out", str(tmp_path)],
+                             "--regimes", "standard", "--no-controls", "--report-only", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 3, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1].startswith("> **INSTRUMENT CHECK FAILED** (regime `standard`")
@@ -609,8 +609,8 @@ def test_the_cli_plans_without_running_on_a_recipe_and_on_the_kit(tmp_path):
                           "--no-controls", "--plan", "--out", str(tmp_path / "kit")],
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert kit.returncode == 0, kit.stderr[-3000:]
-    for preset in available_presets():  # verl's own losses (dppo_tv, geo_mean, gpg ...) among them
-        assert f"standard/{preset}/seed0\n" in kit.stdout, preset
+    for preset in available_presets():  # verl's own losses (dppo_tv, geo_mean, gpg ...) among them; the default regime
+        assert f"stress/{preset}/seed0\n" in kit.stdout, preset
     assert "loss       gpg (advantages gpg)" in kit.stdout and "loss       dppo_tv (advantages grpo)" in kit.stdout
     assert f"{len(available_presets())} runs on the tiny kit (CPU)" in kit.stdout and not (tmp_path / "kit").exists()
 
@@ -688,7 +688,7 @@ def test_a_recipe_sweep_is_summarised_from_the_evaluations_and_verls_validation(
 
 def _bench(out: Path, *extra) -> list:
     return [sys.executable, "-m", "maspo_verl.bench", "--presets", "grpo,maspo", "--seeds", "0", "--steps", "2",
-            "--probe-every", "1", "--no-controls", "--out", str(out), *extra]  # fmt: skip
+            "--probe-every", "1", "--no-controls", "--regimes", "standard", "--out", str(out), *extra]  # fmt: skip
 
 
 BROKEN = "broken=grpo +actor_rollout_ref.model.override_config.hidden_size=96"  # the worker cannot load the weights
