@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated seeds (default {','.join(map(str, DEFAULT_SEEDS))})")  # fmt: skip
     kit = parser.add_argument_group("the tiny kit (the default)")
     # stress: the paper's 16 updates per rollout, and the one regime where a trust region changes the outcome
-    # (in standard the harm control ends level with grpo, so that check fails: docs/mini-benchmark.md#the-regimes)
+    # (in standard the harm control ends level with grpo, so that check fails: docs/mini-benchmark.md, "The regimes")
     kit.add_argument("--regimes", type=_list(str), default=["stress"],
                      help=f"comma-separated, from {', '.join(REGIMES)} (default stress)")  # fmt: skip
     kit.add_argument("--task", default=DEFAULT_TASK, help=f"the kit's task, from {', '.join(KIT_PRESETS)} "

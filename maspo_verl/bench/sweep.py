@@ -73,7 +73,7 @@ REGIMES = {
     # 8 prompts x 8 samples per rollout, 2 prompts per mini-batch: 4 updates per rollout. grpo gains
     # about 0.3 held-out accuracy in 30 steps at this rate; 1e-4 begins to cost greedy accuracy. The
     # ratios stay near 1: grpo's clip removes 1% of the gradient weight and no trust region ends level
-    # with grpo, so trust-region methods cannot differ here (its harm check fails, by design)
+    # with grpo, so trust-region methods cannot differ here (measured: its harm check fails)
     "standard": [f"{_ACTOR}optim.lr=5e-5", f"{_ACTOR}ppo_mini_batch_size=2"],
     # the same, 4 epochs over each rollout: 16 updates per rollout (the paper's 512-prompt rollouts in
     # 32-prompt mini-batches), the later ones far off-policy, where a trust region decides between
