@@ -15,7 +15,10 @@ Runs `python -m maspo_verl.main_ppo +kit=<kit> algorithm=<algorithm>` (no valida
 `--py-spy SECONDS` also samples every process of the run with py-spy (CPU time only, without
 pausing them) for that long after the warm-up steps, and prints each process's functions by the
 share of its samples they are on the stack for (frames of the event loop, threads and Ray's worker
-loop left out). py-spy is in verl's test extra: `pip install py-spy`.
+loop left out). It then splits each process's CPU seconds per step by what its samples were doing,
+by the innermost frame that says (CATEGORIES): the model's own work, FSDP2 and gloo, data plumbing
+(TransferQueue, tensordict), Ray calls and event loops, other Python. py-spy is in verl's test
+extra: `pip install py-spy`.
 
 `--compare REF` checks REF out into a temporary worktree with a virtual environment of its own
 (scripts/setup_env.sh there: a package installed in editable mode runs from its own folder) and runs
@@ -95,20 +98,94 @@ GENERIC_FRAMES = ("threading.py", "asyncio/", "concurrent/futures", "selectors.p
                   "default_worker.py", "contextlib.py", "<frozen", "tracing_helper")  # fmt: skip
 
 
+# What a sample's CPU went to, by the innermost frame of its stack that names one of these (first
+# category whose patterns it contains). The model's own work is what a plain PyTorch loop would also
+# spend; everything else is the price of verl's processes talking to each other.
+CATEGORIES = {
+    "FSDP2 and gloo": ("torch/distributed/",),
+    "model (forward, backward, optimizer, sampling)": (
+        "torch/nn/",
+        "torch/autograd/",
+        "torch/optim/",
+        "transformers/models/",
+        "transformers/generation/",
+        "transformers/integrations/",
+        "verl/utils/torch_functional.py",
+        "maspo_verl/algos/",
+        "verl/workers/utils/losses.py",
+        "verl/trainer/ppo/core_algos.py",
+    ),
+    "data plumbing (TransferQueue, tensordict, batch conversions)": (
+        "transfer_queue/",
+        "tensordict/",
+        "zmq/",
+        "msgpack",
+        "verl/utils/transferqueue_utils.py",
+        "verl/utils/tensordict_utils.py",
+        "verl/protocol.py",
+        "torch/nested/",
+        "verl/workers/engine/utils.py",
+    ),
+    "Ray calls and event loops": ("ray/", "selectors.py", "asyncio/", "threading.py"),
+}
+OTHER = "other Python (verl's trainer and workers, ours)"
+# Innermost frames of a thread blocked in native code (Ray's task loop, a poll, a lock, an idle pool
+# thread): py-spy cannot tell these from work, so they are counted apart and the kernel's CPU
+# seconds are split over the other samples
+WAITS = ("Worker.main_loop (", "EpollSelector.select (", "Poller.poll (", "Condition.wait (", "_wait_for_next_poll (",
+         "_worker (concurrent/futures/thread.py")  # fmt: skip
+WAITING = "blocked (not CPU)"
+# threads with no Python frame at all (Ray's core-worker and gRPC threads, among others)
+NATIVE = "native threads"
+
+
+def category_shares(raw: str) -> dict:
+    """{category: share of the samples} from py-spy's raw output, each sample to the category of the
+    innermost frame that matches one (CATEGORIES), OTHER when a frame of verl or of this package
+    comes first or nothing matches, WAITING when the innermost frame is a blocking call (WAITS),
+    NATIVE for a thread with no Python frame."""
+    counts, total = defaultdict(int), 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        frames = [frame for frame in stack.split(";") if frame.strip("() ")]
+        if not frames:
+            counts[NATIVE] += int(count)
+        else:
+            counts[WAITING if frames[-1].startswith(WAITS) else _category(frames)] += int(count)
+    return {name: n / total for name, n in counts.items()} if total else {}
+
+
+def _category(frames: list) -> str:
+    # innermost first; a frame of verl or of this package that names no category is their own Python
+    # (a balancing loop run from Ray's worker loop is verl's work, not Ray's), while frames of the
+    # standard library or of other packages (enum, pickle) defer to their callers
+    for frame in reversed(frames):
+        for name, patterns in CATEGORIES.items():
+            if any(pattern in frame for pattern in patterns):
+                return name
+        if "verl/" in frame:
+            return OTHER
+    return OTHER
+
+
 def py_spy(pids: dict, seconds: float, out: Path) -> dict:
-    """{process name: [(function, share of its samples)]}: py-spy on every pid at once."""
+    """{process name: {"functions": [(function, share)], "categories": {category: share}}}: py-spy on
+    every pid at once, the processes of one name (Ray's idle workers) read as one."""
     records = {}
     for pid, name in pids.items():
         path = out / f"py-spy-{pid}.txt"
         command = ["py-spy", "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "--nonblocking",
                    "--format", "raw", "-o", str(path)]  # fmt: skip
         records[pid] = (name, path, subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    tables = {}
+    raw = defaultdict(str)
     for name, path, process in records.values():
         process.wait()
         if path.exists():
-            tables.setdefault(name, []).extend(function_table(path.read_text()))
-    return tables
+            raw[name] += path.read_text()
+    return {
+        name: {"functions": function_table(text), "categories": category_shares(text)} for name, text in raw.items()
+    }
 
 
 def function_table(raw: str, top: int = 12) -> list:
@@ -196,10 +273,38 @@ def print_result(label: str, result: dict) -> None:
     for name, seconds in result["cpu"].items():
         if seconds >= 0.005:
             print(f"    {name:<44}{seconds:8.3f}")
-    for name, functions in result.get("functions", {}).items():
+    profiles = result.get("functions", {})
+    for name, profile in profiles.items():
         print(f"  {name}: share of its CPU samples with the function on the stack")
-        for frame, share in functions:
+        for frame, share in profile["functions"]:
             print(f"    {share:6.1%}  {frame[:140]}")
+    if profiles:
+        print_categories(result["cpu"], profiles)
+
+
+def print_categories(cpu: dict, profiles: dict) -> None:
+    """CPU seconds per step of each process split by what its samples were doing (CATEGORIES)."""
+    split = category_seconds(cpu, profiles)
+    names = [*CATEGORIES, OTHER, NATIVE]
+    print("  CPU seconds per step, by process and by what it was doing (py-spy's samples):")
+    print(f"    {'process':<32}" + "".join(f"{name.split(' (')[0][:15]:>16}" for name in names))
+    for process, row in split.items():
+        print(f"    {process:<32}" + "".join(f"{row.get(name, 0.0):16.3f}" for name in names))
+    totals = {name: sum(row.get(name, 0.0) for row in split.values()) for name in names}
+    print(f"    {'all profiled processes':<32}" + "".join(f"{totals[name]:16.3f}" for name in names))
+
+
+def category_seconds(cpu: dict, profiles: dict) -> dict:
+    """{process: {category: CPU seconds per step}}: each process's CPU seconds per step (kernel
+    counters) split in proportion to its working samples (WAITING left out), for the processes
+    with both, largest first."""
+    rows = {}
+    for name in cpu:
+        shares = profiles.get(name, {}).get("categories", {})
+        working = 1.0 - shares.get(WAITING, 0.0)
+        if shares and working > 0:
+            rows[name] = {c: cpu[name] * share / working for c, share in shares.items() if c != WAITING}
+    return dict(sorted(rows.items(), key=lambda item: -sum(item[1].values())))
 
 
 def worktree(ref: str) -> Path:
