@@ -287,11 +287,11 @@ def print_categories(cpu: dict, profiles: dict) -> None:
     split = category_seconds(cpu, profiles)
     names = [*CATEGORIES, OTHER, NATIVE]
     print("  CPU seconds per step, by process and by what it was doing (py-spy's samples):")
-    print(f"    {'process':<32}" + "".join(f"{name.split(' (')[0][:15]:>16}" for name in names))
+    print(f"    {'process':<32}" + "".join(f"{name.split(' (')[0]:>27}" for name in names))
     for process, row in split.items():
-        print(f"    {process:<32}" + "".join(f"{row.get(name, 0.0):16.3f}" for name in names))
+        print(f"    {process:<32}" + "".join(f"{row.get(name, 0.0):27.3f}" for name in names))
     totals = {name: sum(row.get(name, 0.0) for row in split.values()) for name in names}
-    print(f"    {'all profiled processes':<32}" + "".join(f"{totals[name]:16.3f}" for name in names))
+    print(f"    {'all profiled processes':<32}" + "".join(f"{totals[name]:27.3f}" for name in names))
 
 
 def category_seconds(cpu: dict, profiles: dict) -> dict:
