@@ -145,14 +145,13 @@ def category_shares(raw: str) -> dict:
     comes first or nothing matches, WAITING when the innermost frame is a blocking call (WAITS),
     NATIVE for a thread with no Python frame."""
     counts, total = defaultdict(int), 0
-    for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
-        total += int(count)
-        frames = [frame for frame in stack.split(";") if frame.strip("() ")]
+    for stack, count in _samples(raw):
+        total += count
+        frames = [frame for frame in stack if frame.strip("() ")]
         if not frames:
-            counts[NATIVE] += int(count)
+            counts[NATIVE] += count
         else:
-            counts[WAITING if frames[-1].startswith(WAITS) else _category(frames)] += int(count)
+            counts[WAITING if frames[-1].startswith(WAITS) else _category(frames)] += count
     return {name: n / total for name, n in counts.items()} if total else {}
 
 
@@ -188,18 +187,24 @@ def py_spy(pids: dict, seconds: float, out: Path) -> dict:
     }
 
 
+def _samples(raw: str):
+    """(frames outermost first, sample count) per line of py-spy's raw (collapsed) output."""
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        yield stack.split(";"), int(count)
+
+
 def function_table(raw: str, top: int = 12) -> list:
     """[(function, share of the samples with it on the stack)] from py-spy's raw (collapsed) output,
     the frames every worker's stack has left out; a function counts once per sample."""
     inclusive, total = defaultdict(int), 0
-    for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
-        total += int(count)
+    for stack, count in _samples(raw):
+        total += count
         # "function (file:line)" -> "function (file)": one row per function, whatever the line
-        frames = {frame.rsplit(":", 1)[0] + ")" if frame.endswith(")") else frame for frame in stack.split(";")}
+        frames = {frame.rsplit(":", 1)[0] + ")" if frame.endswith(")") else frame for frame in stack}
         for frame in frames:
             if not any(generic in frame for generic in GENERIC_FRAMES):
-                inclusive[frame] += int(count)
+                inclusive[frame] += count
     ranked = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
     return [(frame, n / total) for frame, n in ranked] if total else []
 
